@@ -1,0 +1,19 @@
+"""Where anchors are built: the mono-source variants of a multi-source prompt."""
+
+from mars.anchors.variants import (
+    VARIANT_MODES,
+    MonoSourceVariant,
+    build_mono_source_variants,
+    image_slots,
+    resolve_sources,
+    select_anchor_sources,
+)
+
+__all__ = [
+    "VARIANT_MODES",
+    "MonoSourceVariant",
+    "build_mono_source_variants",
+    "image_slots",
+    "resolve_sources",
+    "select_anchor_sources",
+]
