@@ -1,29 +1,31 @@
 """The ``mars`` command: one entry point, one subcommand per job.
 
     mars eval RESULTS.json grounding|vqa THRESHOLD    score inference results (= evaluation/eval_qwen.sh)
+
+`mars COMMAND --help` describes each.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+
+# subcommand -> module with a `main(argv) -> int`; imported lazily so `mars eval` never pays for torch or verl
+COMMANDS = {
+    "eval": "mars.evaluation.cli",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"eval": _eval}
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in commands:
+    if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
-        if argv and argv[0] not in ("-h", "--help"):
-            print(f"\nmars: unknown command {argv[0]!r}", file=sys.stderr)
-            return 2
         return 0
-    return commands[argv[0]](argv[1:])
-
-
-def _eval(argv: list[str]) -> int:
-    from mars.evaluation.cli import main as eval_main
-
-    return eval_main(argv)
+    if argv[0] not in COMMANDS:
+        print(__doc__.strip(), file=sys.stderr)
+        print(f"\nmars: unknown command {argv[0]!r}", file=sys.stderr)
+        return 2
+    return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
 
 
 if __name__ == "__main__":
