@@ -12,22 +12,28 @@ def test_hand_computed_batch():
     metrics = fusion_diagnostics(
         scores=[1.0, 1.0, 0.5, 0.5, 1.0, 0.0],
         group_ids=["a", "a", "b", "b", "c", "c"],
-        anchor_scores=[0.0, 0.5, 1.0, 0.0],
+        anchor_scores=[0.0, 0.5, 0.0, 0.0],
         anchor_group_ids=["a", "a", "b", "b"],
         anchor_sources=["visible", "infrared", "visible", "infrared"],
     )
     assert metrics["mars/multi_source_reward"] == pytest.approx(4 / 6)
-    assert metrics["mars/anchor_reward"] == pytest.approx(1.5 / 4)
-    assert metrics["mars/anchor_reward/visible"] == pytest.approx(0.5)
+    assert metrics["mars/anchor_reward"] == pytest.approx(0.5 / 4)
+    assert metrics["mars/anchor_reward/visible"] == pytest.approx(0.0)
     assert metrics["mars/anchor_reward/infrared"] == pytest.approx(0.25)
-    # per anchored group: a: 1 - 0.25 = 0.75, b: 0.5 - 0.5 = 0
-    assert metrics["mars/information_gain"] == pytest.approx(0.375)
+    # per anchored group: a: 1 - 0.25 = 0.75, b: 0.5 - 0 = 0.5
+    assert metrics["mars/information_gain"] == pytest.approx(0.625)
     assert metrics["mars/signal_groups"] == pytest.approx(1.0)
     assert metrics["mars/signal_groups_grpo"] == pytest.approx(1 / 3)
     assert metrics["mars/signal_mars_only"] == pytest.approx(2 / 3)
     assert metrics["mars/signal_grpo_only"] == 0.0
     assert metrics["mars/anchored_groups"] == pytest.approx(2 / 3)
     assert metrics["mars/orphan_anchors"] == 0.0
+
+
+def test_anchors_centred_on_the_responses_give_no_signal():
+    # U = {0.5, 0.5, 1, 0} has spread, but its mean is exactly the responses' reward: every advantage is 0
+    metrics = fusion_diagnostics([0.5, 0.5], ["b", "b"], [1.0, 0.0], ["b", "b"], ["visible", "infrared"])
+    assert metrics["mars/signal_groups"] == 0.0
 
 
 def test_reverse_case_lone_response_with_equal_anchor():

@@ -8,10 +8,11 @@ the batch has anchors (a missing curve is clearer than a NaN one).
     mars/anchor_reward/<source>   mean anchor reward of the variants that show only <source>
     mars/information_gain         mean over anchored groups of (rbar_g - mbar_g); > 0 means fusing helps
     mars/anchored_groups          share of groups that have at least one anchor
-    mars/signal_groups            share of groups with a non-zero advantage under MARS
+    mars/signal_groups            share of groups where some response has a non-zero MARS advantage
     mars/signal_groups_grpo       the same under plain GRPO (anchors ignored)
     mars/signal_mars_only         share of groups with signal under MARS but none under GRPO
-    mars/signal_grpo_only         the reverse (rare: a lone response whose anchors equal its reward)
+    mars/signal_grpo_only         the reverse (rare: e.g. a lone response whose anchors equal its reward, or
+                                  anchors that put the union's mean exactly on every response)
     mars/orphan_anchors           number of anchors whose prompt has no response in the batch
 """
 
@@ -22,7 +23,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mars.advantage.groups import as_float_tensor, group_signal, group_stats, index_groups
+from mars.advantage.core import compute_mars_advantage
+from mars.advantage.groups import as_float_tensor, group_stats, index_groups
+
+# An advantage below this is float noise of a constant group (|r - mean| ~ 1e-16 divided by std + eps ~ 1e-6),
+# far below any real signal of rewards given to a few decimals.
+SIGNAL_TOLERANCE = 1e-6
 
 
 def fusion_diagnostics(
@@ -45,10 +51,9 @@ def fusion_diagnostics(
     has_responses = r_stats.count > 0
     n_prompts = max(int(has_responses.sum()), 1)
 
-    union_values = torch.cat([rewards, anchors])
-    union_group = torch.cat([groups.response_group, groups.anchor_group])
-    signal_mars = group_signal(union_values, union_group, n_groups) & has_responses
-    signal_grpo = group_signal(rewards, groups.response_group, n_groups) & has_responses
+    anchor_ids = anchor_group_ids if len(anchors) else None
+    signal_mars = _has_signal(compute_mars_advantage(rewards, group_ids, anchors, anchor_ids), groups.response_group, n_groups)
+    signal_grpo = _has_signal(compute_mars_advantage(rewards, group_ids), groups.response_group, n_groups)
 
     def share(mask: torch.Tensor) -> float:
         return float(mask.sum()) / n_prompts
@@ -73,3 +78,9 @@ def fusion_diagnostics(
             per_source = group_stats(anchors, which_t, len(names)).mean
             out.update({f"anchor_reward/{name}": float(v) for name, v in zip(names.tolist(), per_source.tolist())})
     return {prefix + k: v for k, v in out.items()}
+
+
+def _has_signal(advantages: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
+    """True where some response of the group has a non-zero advantage (a policy gradient)."""
+    peak = torch.zeros(num_groups, dtype=torch.float64).scatter_reduce(0, group, advantages.abs(), "amax")
+    return peak > SIGNAL_TOLERANCE

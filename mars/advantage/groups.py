@@ -101,13 +101,3 @@ def group_has_spread(values: torch.Tensor, group: torch.Tensor, num_groups: int)
     hi = torch.full((num_groups,), float("-inf"), dtype=torch.float64).scatter_reduce(0, group, values, "amax")
     return hi > lo
 
-
-def group_signal(values: torch.Tensor, group: torch.Tensor, num_groups: int) -> torch.Tensor:
-    """True where the group-normalised advantage of some row is non-zero.
-
-    That is the case when the group's values differ, or when the group holds a single non-zero value
-    (verl's grpo gives a lone response mean 0 and std 1, so its advantage is its reward).
-    """
-    count = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, group, torch.ones_like(values))
-    nonzero = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, group, (values != 0).to(torch.float64))
-    return group_has_spread(values, group, num_groups) | ((count == 1) & (nonzero > 0))
