@@ -1,6 +1,9 @@
 """The ``mars`` command: one entry point, one subcommand per job.
 
-    mars eval RESULTS.json grounding|vqa THRESHOLD    score inference results (= evaluation/eval_qwen.sh)
+    mars train [HYDRA_OVERRIDES ...]                 train (no arguments: the embedded default, on the CPU)
+    mars data synth|convert|check ...                build, convert and validate multi-source datasets
+    mars model tiny --out DIR                        build the tiny random-init model (no download)
+    mars eval RESULTS.json grounding|vqa THRESHOLD   score inference results (= evaluation/eval_qwen.sh)
 
 `mars COMMAND --help` describes each.
 """
@@ -12,6 +15,9 @@ import sys
 
 # subcommand -> module with a `main(argv) -> int`; imported lazily so `mars eval` never pays for torch or verl
 COMMANDS = {
+    "train": "mars.trainer.cli",
+    "data": "mars.data.cli",
+    "model": "mars.models.cli",
     "eval": "mars.evaluation.cli",
 }
 

@@ -1,0 +1,1 @@
+"""Hydra configs: ``mars_trainer`` (verl's ``ppo_trainer`` + the ``mars`` section), presets, the embedded default."""

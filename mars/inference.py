@@ -1,0 +1,143 @@
+"""Batched inference on a question file: ``sh evaluation/qwen_inference.sh MODEL QUESTIONS.json RESULTS.json``.
+
+QUESTIONS.json is the reference question format (a list of user messages with image and text parts, plus
+``ground_truth``); RESULTS.json is what ``evaluation/eval_qwen.sh`` scores: ``{"content": [text], "ground_truth": GT}``
+per question, in order (plus ``image_size`` of the first image, for ``eval_qwen.sh --coords``).
+
+Backends: vLLM when it is installed and a GPU is present (``--backend auto``, the default), else transformers on
+the CPU or one GPU. Decoding is greedy. The vLLM path has never run in this repository's CI (no GPU there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def load_questions(path: Path) -> list[dict[str, Any]]:
+    try:
+        items = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SystemExit(f"inference: cannot read {path}: {exc}")
+    if not isinstance(items, list):
+        raise SystemExit(f"inference: {path} must hold a JSON list of questions")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or not isinstance(item.get("content"), list) or "ground_truth" not in item:
+            raise SystemExit(f"inference: {path} item {i} needs a 'content' list and a 'ground_truth'")
+    return items
+
+
+def to_messages(item: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"role": item.get("role", "user"), "content": item["content"]}]
+
+
+def first_image_size(item: dict[str, Any]) -> list[int] | None:
+    from PIL import Image
+
+    for part in item["content"]:
+        if part.get("type") == "image":
+            try:
+                with Image.open(part["image"]) as im:
+                    return list(im.size)
+            except (OSError, KeyError, TypeError):
+                return None
+    return None
+
+
+def generate_hf(model_path: str, items: list[dict], batch_size: int, max_new_tokens: int) -> list[str]:
+    from tqdm.auto import tqdm
+    from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessorList
+
+    from mars.engines.local.generation import BanTokens, cut_at_eos, vision_token_ids
+    from mars.processing import ImageCache, MultimodalEncoder, collate
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    processor = AutoProcessor.from_pretrained(model_path)
+    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    tokenizer = processor.tokenizer
+    encoder = MultimodalEncoder(processor)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eos = model.generation_config.eos_token_id
+    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos if eos is not None else tokenizer.eos_token_id])
+    ban = LogitsProcessorList([BanTokens(vision_token_ids(tokenizer))])
+    texts: list[str] = []
+    for start in tqdm(range(0, len(items), batch_size), desc="inference", unit="batch"):
+        chunk = items[start : start + batch_size]
+        inputs = encoder.encode([to_messages(i) for i in chunk], ImageCache(processor.image_processor))
+        batch = {k: v.to(device) for k, v in collate(inputs, pad_id, "left").items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(dtype)
+        with torch.no_grad():
+            out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
+                                 eos_token_id=sorted(eos_ids), logits_processor=ban)
+        responses, _ = cut_at_eos(out[:, batch["input_ids"].shape[1] :].cpu(), eos_ids)
+        texts += tokenizer.batch_decode(responses, skip_special_tokens=True)
+    return texts
+
+
+def generate_vllm(model_path: str, items: list[dict], max_new_tokens: int) -> list[str]:
+    from PIL import Image
+    from vllm import LLM, SamplingParams
+
+    max_images = max(sum(p.get("type") == "image" for p in i["content"]) for i in items)
+    llm = LLM(model=model_path, limit_mm_per_prompt={"image": max(max_images, 1)})
+    conversations = []
+    for item in items:
+        content = [{"type": "image_pil", "image_pil": Image.open(p["image"]).convert("RGB")} if p.get("type") == "image"
+                   else {"type": "text", "text": p.get("text", "")} for p in item["content"]]
+        conversations.append([{"role": "user", "content": content}])
+    outputs = llm.chat(conversations, SamplingParams(temperature=0.0, max_tokens=max_new_tokens))
+    return [o.outputs[0].text for o in outputs]
+
+
+def use_vllm(backend: str) -> bool:
+    if backend == "hf":
+        return False
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        if backend == "vllm":
+            raise SystemExit("inference: --backend vllm but vllm is not installed (pip install -e '.[vllm]')")
+        return False
+    return torch.cuda.is_available() or backend == "vllm"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qwen_inference.sh", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model")
+    parser.add_argument("questions", type=Path)
+    parser.add_argument("results", type=Path)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=1024)
+    parser.add_argument("--backend", choices=("auto", "vllm", "hf"), default="auto")
+    args = parser.parse_args(argv)
+
+    items = load_questions(args.questions)
+    if use_vllm(args.backend):
+        texts = generate_vllm(args.model, items, args.max_new_tokens)
+    else:
+        texts = generate_hf(args.model, items, args.batch_size, args.max_new_tokens)
+    results = []
+    for item, text in zip(items, texts):
+        result = {"content": [text], "ground_truth": item["ground_truth"]}
+        size = first_image_size(item)
+        if size is not None:
+            result["image_size"] = size
+        results.append(result)
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.results.with_name(args.results.name + ".tmp")
+    tmp.write_text(json.dumps(results, ensure_ascii=False, indent=1))
+    tmp.replace(args.results)
+    print(f"wrote {len(results)} answers to {args.results}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""The embedded default's ingredients, built on first use: synthetic data and the tiny model (no download)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def prepare_embedded(cfg: Any, write=print) -> None:
+    """Build ``mars.embedded``'s dataset and model unless they are already there (both are deterministic)."""
+    spec = cfg.mars.get("embedded")
+    if spec is None:
+        return
+    data_dir = Path(spec.data_dir)
+    if not (data_dir / "train.parquet").exists():
+        from mars.data.synth.build import synthesize
+
+        write(f"building the synthetic {spec.task} dataset in {data_dir} ...")
+        synthesize(spec.task, str(data_dir), int(spec.num), seed=int(spec.seed))
+    model_dir = Path(spec.model_dir)
+    if not (model_dir / "config.json").exists():
+        from mars.models.tiny import build_tiny_model
+
+        write(f"building the tiny {spec.arch} model in {model_dir} ...")
+        build_tiny_model(model_dir, arch=str(spec.arch), seed=int(spec.seed), overwrite=True)

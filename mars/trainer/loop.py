@@ -1,0 +1,189 @@
+"""The training run, top to bottom: data, engine, warm start, validation, steps, checkpoints, final model, plots.
+
+    mars train                                   # the embedded default (tiny model, synthetic data, CPU)
+    mars train preset=dapo trainer.total_training_steps=20
+    mars train --config-name mars_trainer data.train_files=... actor_rollout_ref.model.path=...
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from mars.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mars.trainer.dataset import PromptSample, PromptSampler, load_samples
+from mars.trainer.engine import RolloutRequest, Sampling
+from mars.trainer.plots import plot_run
+from mars.trainer.step import StepSettings, train_step
+from mars.trainer.tracking import MetricsLog
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: int
+    val_before: float | None
+    val_after: float | None
+    model_dir: Path
+    plot: Path | None
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Every step reseeds from (seed, step), so a resumed run continues exactly as an uninterrupted one."""
+    return (seed * 1_000_003 + step) % 2**63
+
+
+def make_engine(cfg: Any, total_steps: int):
+    engine = str(cfg.trainer.engine)
+    if engine == "local":
+        from mars.engines.local import LocalEngine
+
+        return LocalEngine(cfg, total_steps)
+    raise ValueError(f"trainer.engine={engine!r}: this entry point runs the local engine; "
+                     "for verl use `python -m mars.main_ppo` (or trainer.engine=local)")
+
+
+def total_training_steps(cfg: Any, n_train: int) -> int:
+    if cfg.trainer.get("total_training_steps"):
+        return int(cfg.trainer.total_training_steps)
+    return max(int(cfg.trainer.total_epochs) * (n_train // int(cfg.data.train_batch_size)), 1)
+
+
+def validate(engine, samples: Sequence[PromptSample], cfg: Any, show: int = 0, write=print) -> dict[str, float]:
+    """Greedy (``rollout.val_kwargs``) answers to the validation prompts: mean reward and its parts."""
+    val_kwargs = cfg.actor_rollout_ref.rollout.val_kwargs
+    sampling = Sampling(do_sample=bool(val_kwargs.do_sample), temperature=float(val_kwargs.temperature),
+                        top_p=float(val_kwargs.top_p))
+    requests = [RolloutRequest(s.messages, f"val{i}", sampling, sample=s) for i, s in enumerate(samples)]
+    rows = engine.generate(requests, int(cfg.data.max_response_length))
+    engine.score(rows, shaping=False)
+    metrics = {"val/reward": float(np.mean(rows.rewards))}
+    for key, values in rows.reward_extras.items():
+        if key not in ("reward_error", "coord_error", "error"):
+            metrics[f"val/{key}"] = float(np.mean(values))
+    for text, sample, reward in list(zip(rows.texts, rows.samples, rows.rewards))[:show]:
+        write(f"  [val] reward {reward:.3f} | truth {sample.ground_truth} | answer {text[:200]!r}")
+    return metrics
+
+
+def sft_target(sample: PromptSample) -> str:
+    from mars.data.convert import sft_assistant_text
+
+    row = {"reward_model": {"ground_truth": sample.ground_truth}, "extra_info": sample.extra_info,
+           "ability": sample.extra_info.get("reward")}
+    return sft_assistant_text(row)
+
+
+def warm_start(engine, samples: Sequence[PromptSample], cfg: Any, seed: int, write=print) -> None:
+    """Supervised warm start on the ground-truth answers, so that RL starts from a policy whose answers parse."""
+    sft = cfg.mars.sft_warmup
+    steps, batch_size = int(sft.steps), int(sft.batch_size)
+    if steps <= 0 or not hasattr(engine, "sft_step"):
+        return
+    from tqdm.auto import tqdm
+
+    optimizer = torch.optim.AdamW(engine.trainable_parameters(), lr=float(sft.lr))
+    rng = np.random.default_rng([seed, 7])
+    targets = [sft_target(s) for s in samples]
+    losses = []
+    bar = tqdm(range(steps), desc="SFT warm start", leave=False)
+    for _ in bar:
+        idx = rng.choice(len(samples), size=min(batch_size, len(samples)), replace=False)
+        losses.append(engine.sft_step([samples[i].messages for i in idx], [targets[i] for i in idx], optimizer))
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    engine.sync_reference()
+    write(f"SFT warm start: {steps} steps, loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f}")
+
+
+def absolutize_paths(cfg: Any) -> None:
+    """Local paths of the model and the data as absolute paths, so the saved config works from anywhere (merge)."""
+    model = cfg.actor_rollout_ref.model
+    if os.path.exists(str(model.path)):
+        model.path = os.path.abspath(str(model.path))
+    for key in ("train_files", "val_files"):
+        files = cfg.data.get(key)
+        if isinstance(files, str) and os.path.exists(files):
+            cfg.data[key] = os.path.abspath(files)
+        elif files is not None and not isinstance(files, str):
+            cfg.data[key] = [os.path.abspath(f) if os.path.exists(f) else f for f in files]
+
+
+def run_training(cfg: Any, write=print) -> RunResult:
+    from tqdm.auto import tqdm
+
+    logging.basicConfig(level=logging.WARNING)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    seed = int(cfg.actor_rollout_ref.actor.get("data_loader_seed", 42) if cfg.data.get("seed") is None else cfg.data.seed)
+    seed_everything(seed)
+    absolutize_paths(cfg)
+    run_dir = Path(cfg.trainer.default_local_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+
+    on_bad = str(cfg.mars.on_bad_row)
+    train = load_samples(cfg.data.train_files, on_bad)
+    val = load_samples(cfg.data.val_files, on_bad) if cfg.data.get("val_files") else []
+    max_val = int(cfg.data.get("val_max_samples", -1) or -1)
+    val = val[:max_val] if max_val > 0 else val
+    sampler = PromptSampler(train, int(cfg.data.train_batch_size), seed, bool(cfg.data.get("shuffle", True)))
+    total = total_training_steps(cfg, len(train))
+    engine = make_engine(cfg, total)
+    settings = StepSettings.from_config(cfg)
+    log = MetricsLog(run_dir, cfg)
+    show = int(cfg.mars.get("log_generations", 0))
+
+    start, val_before = 0, None
+    checkpoint = latest_checkpoint(run_dir) if str(cfg.trainer.resume_mode) != "disable" else None
+    if cfg.trainer.get("resume_from_path"):
+        checkpoint = Path(cfg.trainer.resume_from_path)
+    if checkpoint is not None:
+        engine_state, trainer_state = load_checkpoint(checkpoint)
+        engine.load_state_dict(engine_state)
+        sampler.load_state_dict(trainer_state["sampler"])
+        start, val_before = int(trainer_state["step"]), trainer_state.get("val_before")
+        log.truncate_after(start)
+        write(f"resumed from {checkpoint} (step {start})")
+    else:
+        warm_start(engine, train, cfg, seed, write)
+        if cfg.trainer.get("val_before_train", True) and val:
+            metrics = validate(engine, val, cfg, show, write)
+            val_before = metrics["val/reward"]
+            log.log(metrics, 0, write)
+
+    test_freq, save_freq = int(cfg.trainer.test_freq), int(cfg.trainer.save_freq)
+    val_after = None
+    for step in tqdm(range(start + 1, total + 1), desc="training", initial=start, total=total):
+        torch.manual_seed(step_seed(seed, step))
+        metrics = train_step(engine, sampler.next_batch, step, settings)
+        if val and ((test_freq > 0 and step % test_freq == 0) or step == total):
+            metrics.update(validate(engine, val, cfg, show if step == total else 0, write))
+            val_after = metrics["val/reward"]
+        log.log(metrics, step, write)
+        if (save_freq > 0 and step % save_freq == 0) or step == total:
+            trainer_state = {"step": step, "sampler": sampler.state_dict(), "seed": seed, "val_before": val_before}
+            save_checkpoint(run_dir, step, engine.state_dict(), trainer_state,
+                            keep=cfg.trainer.get("max_actor_ckpt_to_keep"))
+
+    model_dir = run_dir / "huggingface"
+    engine.save_pretrained(str(model_dir))
+    plot = plot_run(log.history(), run_dir / "training.png") if cfg.mars.get("plots", True) else None
+    if val_before is not None and val_after is not None:
+        write(f"validation reward: {val_before:.3f} before training -> {val_after:.3f} after {total} steps")
+    write(f"policy saved to {model_dir}" + (f"; plots in {plot}" if plot else ""))
+    return RunResult(run_dir, total, val_before, val_after, model_dir, plot)
