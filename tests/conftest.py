@@ -8,3 +8,25 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile("mars")
+
+
+# --- small artefacts built once per test session (never downloaded) ---------------------------------------------
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A random-init tiny Qwen2.5-VL with its locally trained tokenizer and processor."""
+    from mars.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny_qwen2_5_vl", seed=0)
+
+
+@pytest.fixture(scope="session")
+def ir_data_dir(tmp_path_factory):
+    """40 synthetic visible+infrared grounding samples (train/val/test parquet + PNGs)."""
+    from mars.data.synth.build import synthesize
+
+    out = tmp_path_factory.mktemp("data") / "ir_grounding"
+    synthesize("ir_grounding", str(out), 40, seed=0, val_frac=0.2, test_frac=0.1)
+    return out

@@ -41,9 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     from mars.trainer.embedded import prepare_embedded
     from mars.trainer.loop import run_training
 
+    from tqdm.auto import tqdm
+
     prepare_embedded(cfg)
     try:
-        run_training(cfg)
+        run_training(cfg, write=tqdm.write)  # lines printed above the progress bar, not through it
     except BadDataError as exc:
         print(f"mars train: bad data: {exc}", file=sys.stderr)
         return 2

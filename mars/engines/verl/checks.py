@@ -1,0 +1,64 @@
+"""What the verl engine refuses before anything starts, each with the fix in its message.
+
+These are the settings under which MARS's step would silently compute something else than verl's trainer would:
+it never computes a critic, KL inside the reward, or log-probs from the rollout engine (bypass mode), and it
+samples with the rollout's settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mars.engines.verl.samples import expected_num_images
+
+
+class VerlConfigError(ValueError):
+    """A setting the MARS verl engine does not support; the message names the key and the fix."""
+
+
+def check_verl_config(cfg: Any) -> None:
+    """Raise ``VerlConfigError`` for a config the verl engine cannot run as asked."""
+    problems = []
+    if str(cfg.trainer.get("engine", "verl")) != "verl":
+        problems.append(
+            f"trainer.engine={cfg.trainer.engine}: this entry point runs the verl engine (trainer.engine=verl); "
+            "for the local engine use `mars train`"
+        )
+    if cfg.trainer.get("use_v1", False):
+        problems.append(
+            "trainer.use_v1=true: MARS runs on verl's DataProto trainer (RayPPOTrainer, trainer.use_v1=false); the v1 "
+            "TransferQueue trainer has no place for anchor rows"
+        )
+    if str(cfg.algorithm.adv_estimator) in ("gae",) or cfg.critic.get("enable", None):
+        problems.append(
+            f"algorithm.adv_estimator={cfg.algorithm.adv_estimator} / critic.enable: the MARS step uses outcome "
+            "estimators (mars, grpo, ...) and trains no critic"
+        )
+    if cfg.algorithm.get("use_kl_in_reward", False):
+        problems.append(
+            "algorithm.use_kl_in_reward=true: MARS normalises the task rewards of rollouts and anchors together; use "
+            "the KL loss instead (actor_rollout_ref.actor.use_kl_loss=true)"
+        )
+    correction = cfg.algorithm.get("rollout_correction", None)
+    if correction is not None and correction.get("bypass_mode", False):
+        problems.append("algorithm.rollout_correction.bypass_mode=true is not supported: the step recomputes old log-probs")
+    rollout = cfg.actor_rollout_ref.rollout
+    if int(rollout.response_length) != int(cfg.data.max_response_length):
+        problems.append(
+            f"actor_rollout_ref.rollout.response_length={rollout.response_length} differs from "
+            f"data.max_response_length={cfg.data.max_response_length}: keep them equal"
+        )
+    anchor = cfg.mars.anchor
+    if bool(anchor.do_sample) and (float(anchor.temperature), float(anchor.top_p)) != (
+        float(rollout.temperature), float(rollout.top_p)
+    ):
+        problems.append(
+            "mars.anchor.do_sample=true with a temperature/top_p other than the rollout's: verl samples every row of "
+            "one generation call alike; set mars.anchor.temperature/top_p to actor_rollout_ref.rollout's"
+        )
+    try:
+        expected_num_images(cfg.mars)
+    except ValueError as exc:
+        problems.append(str(exc))
+    if problems:
+        raise VerlConfigError("the MARS verl engine cannot run this config:\n  - " + "\n  - ".join(problems))

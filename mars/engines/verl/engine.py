@@ -1,0 +1,225 @@
+"""The verl engine: the step's engine interface on a verl ``RayPPOTrainer``'s worker groups.
+
+    generate           ONE call of verl's agent-loop manager (vLLM or SGLang servers) for rollouts and anchors;
+                       anchors are greedy through verl's per-row ``__do_sample__`` flag
+    score              the rewards verl's reward loop computed while generating (``rm_scores``, with the custom
+                       reward function and the configured reward manager, e.g. DAPO's overlong shaping)
+    compute_log_probs  verl's actor / reference worker groups (FSDP), on rows balanced across data-parallel ranks
+    update_policy      verl's actor update (its policy loss, KL loss, loss aggregation, mini-batches)
+
+Rows keep the step's order at every interface: verl's sequence-length balancing reorders a batch in place, so it
+is applied to a copy that carries an explicit row index, and results are put back in the step's order. Only
+multi-source rows ever reach the worker groups; anchors are generated and scored, never trained on.
+
+The rollout servers share the GPUs with training (verl's hybrid engine): they sleep before the first training call
+of a step and get the new weights after the update (``sync_weights``, called by the trainer after checkpointing).
+Between DAPO's generation batches they stay awake.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from verl import DataProto
+
+from mars.engines.verl.generation import generation_batch, join_request_fields, rollout_batch
+from mars.trainer.engine import PolicyBatch, RolloutBatch, RolloutRequest
+
+ROW_INDEX_KEY = "mars_row"  # position of a row in the step's order, carried through verl's batch balancing
+
+
+class VerlEngine:
+    """Implements ``mars.trainer.engine.Engine`` with a verl ``RayPPOTrainer`` (see the module docstring)."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+        self.config = trainer.config
+        self.rollout_awake = False
+        self.last_update: DataProto | None = None  # the rows of the last update, for verl's data metrics
+        self._metrics: dict[str, float] = {}  # verl-side metrics of the current step (balance, entropy, timing)
+
+    # ------------------------------------------------------------------------------------------ rollout servers
+
+    def sync_weights(self) -> None:
+        """Push the actor's weights to the rollout servers and wake them (verl: ``update_weights``)."""
+        self.trainer.checkpoint_manager.update_weights(self.trainer.global_steps)
+        self.rollout_awake = True
+
+    def _sleep_rollout(self) -> None:
+        if self.rollout_awake:
+            self.trainer.checkpoint_manager.sleep_replicas()
+            self.rollout_awake = False
+
+    # ------------------------------------------------------------------------------------------ generation
+
+    def generate(self, requests: Sequence[RolloutRequest], max_new_tokens: int) -> RolloutBatch:
+        from verl.protocol import pad_dataproto_to_divisor, unpad_dataproto
+
+        rollout = self.config.actor_rollout_ref.rollout
+        if int(max_new_tokens) != int(rollout.response_length):
+            raise ValueError(
+                f"the step asks for {max_new_tokens} new tokens but verl generates actor_rollout_ref.rollout."
+                f"response_length={rollout.response_length}: keep it equal to data.max_response_length"
+            )
+        self._check_sampling(requests)
+        generation = generation_batch(requests)
+        # the agent-loop manager splits a request evenly over its workers: pad with copies, drop their outputs
+        padded, pad_size = pad_dataproto_to_divisor(generation, int(rollout.agent.num_workers))
+        padded.meta_info = {"global_steps": self.trainer.global_steps}
+        if not self.rollout_awake:
+            self.sync_weights()
+        output = unpad_dataproto(self.trainer.async_rollout_manager.generate_sequences(padded), pad_size)
+        for key, value in (output.meta_info.pop("timing", None) or {}).items():
+            self._metrics[key] = float(value)
+        data = join_request_fields(output, generation)
+        if list(data.non_tensor_batch["uid"]) != [r.group_id for r in requests]:
+            raise RuntimeError("verl's rollout returned its rows out of request order")
+        return rollout_batch(requests, data, self.trainer.tokenizer, int(rollout.response_length))
+
+    def _check_sampling(self, requests: Sequence[RolloutRequest]) -> None:
+        """verl decodes every sampled row of a request with the rollout config's temperature and top_p; greedy rows
+        are switched per row. A request that needs other sampling settings cannot be served in one call."""
+        rollout = self.config.actor_rollout_ref.rollout
+        wanted = (float(rollout.temperature), float(rollout.top_p))
+        for request in requests:
+            if request.sampling.do_sample and (request.sampling.temperature, request.sampling.top_p) != wanted:
+                raise ValueError(
+                    f"a {'anchor' if request.is_anchor else 'rollout'} asks for sampling at temperature="
+                    f"{request.sampling.temperature}, top_p={request.sampling.top_p}, but verl samples every row of a "
+                    f"generation call at actor_rollout_ref.rollout.temperature/top_p={wanted}: sampled anchors "
+                    f"(mars.anchor.do_sample=true) must use the rollout's temperature and top_p"
+                )
+
+    # ------------------------------------------------------------------------------------------ rewards
+
+    def score(self, rows: RolloutBatch, shaping: bool = True) -> None:
+        """Read the rewards verl computed for every row (anchors too); a colocated reward model is run here."""
+        from verl.trainer.ppo.reward import extract_reward
+
+        overlong = (self.config.reward.get("reward_kwargs", None) or {}).get("overlong_buffer_cfg", None)
+        if not shaping and overlong is not None and overlong.get("enable", False):
+            raise NotImplementedError(
+                "verl's reward manager applies DAPO's overlong shaping to every row; validation runs through verl's "
+                "own _validate, not through this engine"
+            )
+        data = rows.payload.data
+        if "rm_scores" not in data.batch.keys():
+            if not self.trainer.use_rm:
+                raise RuntimeError(
+                    "verl's rollout returned no rm_scores: the reward loop did not score the rows. Check "
+                    "reward.custom_reward_function.path and the reward loop workers' logs"
+                )
+            self._sleep_rollout()  # a colocated reward model needs the rollout servers' GPU memory
+            data.union(self.trainer._compute_reward_colocate(data))
+        reward_tensor, extras = extract_reward(data)
+        rows.rewards = reward_tensor.sum(dim=-1).double().cpu().numpy()
+        rows.reward_extras = {}
+        for key, values in extras.items():
+            try:
+                numbers = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                continue  # a non-numeric part (e.g. a string label) is kept in the payload, not logged
+            if numbers.shape == (len(rows),):
+                rows.reward_extras[key] = numbers
+
+    # ------------------------------------------------------------------------------------------ log-probs
+
+    def response_mask(self, rows: RolloutBatch) -> torch.Tensor:
+        return rows.payload.data.batch["response_mask"].float()
+
+    def _training_data(self, rows: RolloutBatch) -> DataProto:
+        """A copy of the rows' DataProto (new containers, shared tensors) with the meta_info verl's workers read."""
+        data = rows.payload.data
+        if rows.is_anchor.any():
+            raise ValueError("anchors are never trained on: pass the multi-source rows only")
+        images_seqlens = []
+        for inputs in data.non_tensor_batch.get("multi_modal_inputs", []):
+            if isinstance(inputs, dict) and "images_seqlens" in inputs:
+                images_seqlens += torch.as_tensor(inputs["images_seqlens"]).tolist()
+        meta_info = {
+            "reward_extra_keys": list(data.meta_info.get("reward_extra_keys", [])),
+            "global_token_num": torch.sum(data.batch["attention_mask"], dim=-1).tolist(),
+            "images_seqlens": images_seqlens,
+            "temperature": self.config.actor_rollout_ref.rollout.temperature,  # log-probs at the sampling temperature
+        }
+        return DataProto(batch=data.batch.clone(recurse=False), non_tensor_batch=dict(data.non_tensor_batch),
+                         meta_info=meta_info)
+
+    def _balanced(self, data: DataProto) -> tuple[DataProto, np.ndarray]:
+        """verl's sequence-length balancing across data-parallel ranks (``trainer.balance_batch``), on ``data`` in
+        place; returns it and, for every position, the row it came from."""
+        rows = np.arange(len(data))
+        if not self.config.trainer.get("balance_batch", True):
+            return data, rows
+        data.non_tensor_batch[ROW_INDEX_KEY] = rows
+        metrics: dict[str, float] = {}
+        self.trainer._balance_batch(data, metrics=metrics)
+        self._metrics.update(metrics)
+        return data, data.non_tensor_batch.pop(ROW_INDEX_KEY)
+
+    @staticmethod
+    def _in_step_order(values: torch.Tensor, order: np.ndarray) -> torch.Tensor:
+        out = torch.empty_like(values)
+        out[torch.as_tensor(order, dtype=torch.long)] = values
+        return out
+
+    def compute_log_probs(self, rows: RolloutBatch, model: str = "actor") -> torch.Tensor:
+        from verl.trainer.ppo.core_algos import agg_loss
+
+        data, order = self._balanced(self._training_data(rows))
+        self._sleep_rollout()
+        if model == "actor":
+            output, mfu = self.trainer._compute_old_log_prob(data)
+            actor = self.config.actor_rollout_ref.actor
+            entropy = agg_loss(
+                loss_mat=output.batch["entropys"], loss_mask=data.batch["response_mask"],
+                loss_agg_mode=actor.loss_agg_mode, loss_scale_factor=actor.get("loss_scale_factor", None),
+            )
+            self._metrics.update({"actor/entropy": float(entropy.detach().item()), "perf/mfu/actor_infer": mfu})
+            log_probs = output.batch["old_log_probs"]
+        elif model == "ref":
+            if not self.trainer.use_reference_policy:
+                raise RuntimeError("no reference policy: set actor_rollout_ref.actor.use_kl_loss=true")
+            log_probs = self.trainer._compute_ref_log_prob(data).batch["ref_log_prob"]
+        else:
+            raise ValueError(f"model must be 'actor' or 'ref', got {model!r}")
+        return self._in_step_order(log_probs.float(), order)
+
+    # ------------------------------------------------------------------------------------------ update
+
+    def update_policy(self, batch: PolicyBatch) -> dict[str, float]:
+        """verl's actor update on the rows with the step's advantages; returns the step's verl-side metrics."""
+        from verl.utils.metric import reduce_metrics
+
+        from mars.trainer.step import outcome_rewards
+
+        data = self._training_data(batch.rows)
+        mask = data.batch["response_mask"]
+        scores = outcome_rewards(batch.rows.rewards, mask.float())
+        data.batch["token_level_scores"] = scores
+        data.batch["token_level_rewards"] = scores  # KL in the reward is refused by the config check
+        data.batch["old_log_probs"] = batch.old_log_probs.float()
+        data.batch["advantages"] = batch.advantages.float()
+        data.batch["returns"] = batch.advantages.float()  # what verl's outcome estimators return
+        if batch.ref_log_probs is not None:
+            data.batch["ref_log_prob"] = batch.ref_log_probs.float()
+        metrics = self._rollout_correction(data)
+        data, _ = self._balanced(data)  # advantages travel with their rows
+        self._sleep_rollout()
+        output = self.trainer._update_actor(data)
+        metrics.update(reduce_metrics(output.meta_info["metrics"]))
+        self.last_update = data
+        metrics, self._metrics = {**self._metrics, **metrics}, {}
+        return metrics
+
+    def _rollout_correction(self, data: DataProto) -> dict[str, float]:
+        """verl's rollout-correction weights (decoupled mode), computed where verl's trainer computes them."""
+        config = self.config.algorithm.get("rollout_correction", None)
+        if config is None or "rollout_log_probs" not in data.batch.keys() or config.get("bypass_mode", False):
+            return {}
+        from verl.trainer.ppo.rollout_corr_helper import compute_rollout_correction_and_add_to_batch
+
+        _, metrics = compute_rollout_correction_and_add_to_batch(data, config)  # updates data in place
+        return dict(metrics)

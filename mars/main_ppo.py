@@ -1,0 +1,20 @@
+"""``python -m mars.main_ppo [HYDRA_OVERRIDES ...]``: GRPO+MARS on verl (Ray, FSDP, vLLM or SGLang rollouts).
+
+The config is ``mars/config/verl_grpo.yaml``: verl's own ``ppo_trainer`` with the ``mars`` section and the GRPO
+preset of the reference scripts; ``preset=dapo`` gives DAPO+MARS (the same as ``python -m recipe.dapo.main_dapo``).
+``--cfg job`` prints the composed config without starting anything. The launch scripts in ``examples/`` and
+``recipe/dapo/`` fill in the model, the data and the cluster; see docs/verl_engine.md.
+"""
+
+import hydra
+
+
+@hydra.main(config_path="config", config_name="verl_grpo", version_base=None)
+def main(config) -> None:
+    from mars.engines.verl.launch import run
+
+    run(config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,206 @@
+"""The local engine and the run loop end to end on the CPU, with the tiny model and synthetic data."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mars.engines.local.generation import BanTokens, GreedyRows
+from mars.trainer.compose import compose_config
+from mars.trainer.dataset import BadDataError, load_samples
+from mars.trainer.engine import RolloutRequest, Sampling
+from mars.trainer.loop import run_training
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two test processes on two cores must not fight over threads
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_cfg(run_dir, model_dir, data_dir, *overrides):
+    return compose_config("embedded", [
+        f"actor_rollout_ref.model.path={model_dir}",
+        f"data.train_files={data_dir}/train.parquet",
+        f"data.val_files={data_dir}/val.parquet",
+        f"trainer.default_local_dir={run_dir}",
+        "data.val_max_samples=4",
+        "data.train_batch_size=2",
+        "data.max_response_length=12",
+        "actor_rollout_ref.rollout.n=2",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=1",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        "mars.sft_warmup.steps=2",
+        "mars.sft_warmup.batch_size=2",
+        "mars.log_generations=0",
+        "trainer.total_training_steps=3",
+        "trainer.test_freq=2",
+        "trainer.save_freq=2",
+        *overrides,
+    ])
+
+
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_logits_processors():
+    scores = torch.tensor([[0.1, 2.0, 0.5], [3.0, 1.0, 0.0]])
+    out = GreedyRows(torch.tensor([True, False]))(None, scores.clone())
+    assert out[0].tolist() == [float("-inf"), 0.0, float("-inf")]
+    assert torch.equal(out[1], scores[1])
+    banned = BanTokens([0, 2])(None, scores.clone())
+    assert torch.isinf(banned[:, [0, 2]]).all() and torch.equal(banned[:, 1], scores[:, 1])
+
+
+def test_greedy_rows_are_deterministic_inside_a_sampling_call(tiny_model_dir, ir_data_dir, tmp_path):
+    from mars.engines.local import LocalEngine
+
+    cfg = tiny_cfg(tmp_path, tiny_model_dir, ir_data_dir)
+    engine = LocalEngine(cfg, total_steps=1)
+    sample = load_samples(str(ir_data_dir / "train.parquet"))[0]
+    requests = [RolloutRequest(sample.messages, "g", Sampling(True, 1.0, 1.0), sample=sample) for _ in range(3)]
+    requests.append(RolloutRequest(sample.messages, "g", Sampling(False), True, "visible", sample))
+    texts = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        rows = engine.generate(requests, 12)
+        texts.append(rows.texts)
+        vision = set(engine.banned)
+        assert not any(int(t) in vision for r in rows.payload.responses for t in r)
+    assert texts[0][3] == texts[1][3]  # the greedy anchor row
+    assert texts[0][:3] != texts[1][:3]  # the sampled rows follow the seed
+    # the greedy row inside a sampling call equals a pure greedy call
+    greedy_alone = engine.generate([requests[3]], 12).texts[0]
+    assert greedy_alone == texts[0][3]
+
+
+@pytest.mark.parametrize("preset", ["grpo", "dapo"])
+def test_short_runs_of_both_presets(tiny_model_dir, ir_data_dir, tmp_path, preset):
+    extra = ["algorithm.filter_groups.max_num_gen_batches=0", "mars.filter_mode=mars"] if preset == "dapo" else []
+    cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, f"preset={preset}", *extra)
+    before = {k: v.clone() for k, v in _weights(tiny_model_dir).items()}
+    result = run_training(cfg, write=quiet)
+    history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [h["step"] for h in history] == [0, 1, 2, 3]
+    steps = [h for h in history if h["step"] > 0]
+    for h in steps:
+        assert np.isfinite(h["actor/pg_loss"]) and "mars/anchor_reward/infrared" in h and "mars/information_gain" in h
+    assert "val/reward" in history[0] and "val/reward" in history[2] and "val/reward" in history[3]
+    assert result.val_before is not None and result.val_after is not None
+    assert result.plot is not None and result.plot.stat().st_size > 0
+    after = _weights(result.model_dir)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # the policy was trained
+    if preset == "dapo":
+        assert all("mars/filter/gen_batches" in h for h in steps)
+
+
+def _weights(model_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(model_dir) / "model.safetensors"))
+
+
+def test_interrupted_run_resumes_to_identical_parameters(tiny_model_dir, ir_data_dir, tmp_path, monkeypatch):
+    import mars.trainer.loop as loop
+
+    full = run_training(tiny_cfg(tmp_path / "full", tiny_model_dir, ir_data_dir, "trainer.total_training_steps=4"),
+                        write=quiet)
+
+    real_step = loop.train_step
+
+    def crash_at_step_3(engine, next_prompts, step, settings):
+        if step == 3:
+            raise KeyboardInterrupt("simulated crash")
+        return real_step(engine, next_prompts, step, settings)
+
+    cfg = tiny_cfg(tmp_path / "resumed", tiny_model_dir, ir_data_dir, "trainer.total_training_steps=4")
+    monkeypatch.setattr(loop, "train_step", crash_at_step_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, write=quiet)
+    assert (tmp_path / "resumed" / "latest_checkpointed_iteration.txt").read_text() == "2"
+    monkeypatch.setattr(loop, "train_step", real_step)
+    lines = []
+    resumed = run_training(cfg, write=lines.append)
+    assert any("resumed from" in line and "step 2" in line for line in lines)
+
+    a, b = _weights(full.model_dir), _weights(resumed.model_dir)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [0, 1, 2, 3, 4]  # nothing lost, nothing logged twice
+
+
+def test_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from mars.trainer import checkpoint
+
+    checkpoint.save_checkpoint(tmp_path, 2, {"w": torch.ones(2)}, {"step": 2})
+
+    def broken_save(obj, path):
+        Path(path).write_bytes(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(checkpoint.torch, "save", broken_save)
+    with pytest.raises(OSError):
+        checkpoint.save_checkpoint(tmp_path, 4, {"w": torch.zeros(2)}, {"step": 4})
+    latest = checkpoint.latest_checkpoint(tmp_path)
+    assert latest.name == "global_step_2"
+    engine_state, trainer_state = checkpoint.load_checkpoint(latest)
+    assert trainer_state["step"] == 2 and torch.equal(engine_state["w"], torch.ones(2))
+    assert not any(p.name.startswith(".global_step_4") for p in tmp_path.iterdir())
+
+
+def test_bad_data_stops_the_run_with_the_checkers_message(tiny_model_dir, ir_data_dir, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(ir_data_dir, bad)
+    frame = pd.read_parquet(bad / "train.parquet")
+    rows = frame.to_dict("records")
+    rows[3]["images"] = [dict(im, image=str(bad / "images" / "missing.png")) for im in rows[3]["images"]]
+    from mars.data.schema import ROW_SCHEMA
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(rows, schema=ROW_SCHEMA), bad / "train.parquet")
+    cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, bad)
+    with pytest.raises(BadDataError, match=r"train\.parquet row 3.*missing\.png"):
+        run_training(cfg, write=quiet)
+    assert len(load_samples(str(bad / "train.parquet"), on_bad_row="skip")) == len(rows) - 1
+
+
+def test_merge_infer_and_evaluate(tiny_model_dir, ir_data_dir, tmp_path):
+    """The README's loop after training: merge a checkpoint, answer test questions, score them."""
+    result = run_training(tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, "trainer.total_training_steps=1"),
+                          write=quiet)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    merged = tmp_path / "merged"
+    subprocess.run(["sh", "scripts/merge.sh", str(result.run_dir), str(merged)], cwd=ROOT, env=env, check=True,
+                   capture_output=True)
+    from transformers import AutoModelForImageTextToText
+
+    model = AutoModelForImageTextToText.from_pretrained(merged)
+    trained = _weights(result.model_dir)
+    assert all(torch.equal(model.state_dict()[k], trained[k]) for k in trained if k in model.state_dict())
+
+    questions = tmp_path / "questions.json"
+    subprocess.run([sys.executable, "-m", "mars.cli", "data", "convert", "to-json", str(ir_data_dir / "test.parquet"),
+                    str(questions)], check=True, capture_output=True, env=env)
+    results = tmp_path / "results.json"
+    subprocess.run(["sh", "evaluation/qwen_inference.sh", str(merged), str(questions), str(results),
+                    "--max-new-tokens", "16", "--batch-size", "4"], cwd=ROOT, env=env, check=True, capture_output=True)
+    answers = json.loads(results.read_text())
+    assert len(answers) == len(json.loads(questions.read_text()))
+    assert all(isinstance(a["content"][0], str) and a["image_size"] == [140, 112] for a in answers)
+    out = subprocess.run(["sh", "evaluation/eval_qwen.sh", str(results), "grounding", "0.5"], cwd=ROOT, env=env,
+                         check=True, capture_output=True, text=True)
+    report = json.loads((tmp_path / "results.report.json").read_text())
+    assert report["samples"] == len(answers) and "mean IoU" in out.stdout
