@@ -8,8 +8,10 @@ preset of the reference scripts; ``preset=dapo`` gives DAPO+MARS (the same as ``
 
 import hydra
 
+CONFIG_NAME = "verl_grpo"  # in mars/config (the package mars.config)
 
-@hydra.main(config_path="config", config_name="verl_grpo", version_base=None)
+
+@hydra.main(config_path="config", config_name=CONFIG_NAME, version_base=None)
 def main(config) -> None:
     from mars.engines.verl.launch import run
 

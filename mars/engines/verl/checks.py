@@ -41,7 +41,9 @@ def check_verl_config(cfg: Any) -> None:
         )
     correction = cfg.algorithm.get("rollout_correction", None)
     if correction is not None and correction.get("bypass_mode", False):
-        problems.append("algorithm.rollout_correction.bypass_mode=true is not supported: the step recomputes old log-probs")
+        problems.append(
+            "algorithm.rollout_correction.bypass_mode=true is not supported: the step recomputes old log-probs"
+        )
     rollout = cfg.actor_rollout_ref.rollout
     if int(rollout.response_length) != int(cfg.data.max_response_length):
         problems.append(

@@ -80,21 +80,34 @@ class MarsRayPPOTrainer(RayPPOTrainer):
 
         settings = StepSettings.from_config(config)
         steps_per_epoch = max(len(self.train_dataloader), 1)
-        prompts = PromptStream(self.train_dataloader, expected_num_images(config.mars), self.global_steps // steps_per_epoch)
+        epoch = self.global_steps // steps_per_epoch
+        prompts = PromptStream(self.train_dataloader, expected_num_images(config.mars), epoch)
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="Training Progress")
         self.max_steps_duration = 0.0
         self.global_steps += 1
         while self.global_steps <= self.total_training_steps:
+            self._finish_async_checkpoints(blocking=False)
             metrics = self.run_step(prompts, settings)
             tracking.log(data=metrics, step=self.global_steps)
             progress.update(1)
             self.global_steps += 1
+        self._finish_async_checkpoints(blocking=True)
         progress.close()
         self._shutdown_dump_executor()
 
+    def _finish_async_checkpoints(self, blocking: bool) -> None:
+        """Completes checkpoints saved with actor.checkpoint.async_save, where the worker group supports it."""
+        finalize = getattr(self.actor_rollout_wg, "async_calls_finalize_fn_exec", None)
+        if finalize is not None:
+            finalize(blocking=blocking)
+
     def run_step(self, prompts: PromptStream, settings: Any) -> dict[str, float]:
         """One step: MARS's train_step, then verl's checkpoint, weight sync, validation and metrics."""
-        from verl.trainer.ppo.metric_utils import compute_data_metrics, compute_throughout_metrics, compute_timing_metrics
+        from verl.trainer.ppo.metric_utils import (
+            compute_data_metrics,
+            compute_throughout_metrics,
+            compute_timing_metrics,
+        )
         from verl.utils.checkpoint.checkpoint_manager import should_save_ckpt_esi
         from verl.utils.debug import marked_timer
 

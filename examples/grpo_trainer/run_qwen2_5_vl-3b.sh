@@ -1,0 +1,44 @@
+#!/bin/sh
+# GRPO + MARS on Qwen2.5-VL-3B, one node with 8 GPUs: the reference setting (SPEC §2; mars/config/preset/grpo.yaml:
+# lr 1e-6, 14 rollouts at temperature 1.0 / top_p 0.9, KL loss low_var_kl 0.001, token-mean, clip 0.2,
+# 128 prompts per step, mini-batch 32). Anchors: one greedy answer per source, in the same generation request.
+#
+#   MODEL_PATH=... DATA_DIR=... sh examples/grpo_trainer/run_qwen2_5_vl-3b.sh vllm llvip utils/reward_score/grounding.py 2
+#
+# Arguments, environment and defaults: examples/common.sh. Extra arguments are Hydra overrides (`--cfg job` prints
+# the composed config and starts nothing).
+set -eu
+. "$(dirname "$0")/../common.sh"
+mars_parse "$@"
+shift 4
+
+exec "$PYTHON" -m mars.main_ppo \
+    algorithm.adv_estimator=mars \
+    data.train_files="$TRAIN_FILE" \
+    data.val_files="$VAL_FILE" \
+    data.max_prompt_length="${MAX_PROMPT_LENGTH:-8192}" \
+    data.max_response_length="${MAX_RESPONSE_LENGTH:-2048}" \
+    data.filter_overlong_prompts=True \
+    data.truncation=error \
+    ++mars.expected_num_images="$NUM_IMAGE" \
+    reward.custom_reward_function.path="$REWARD_PATH" \
+    reward.custom_reward_function.name=compute_score \
+    actor_rollout_ref.model.path="$MODEL_PATH" \
+    actor_rollout_ref.model.use_remove_padding=True \
+    actor_rollout_ref.model.enable_gradient_checkpointing=True \
+    actor_rollout_ref.actor.fsdp_config.param_offload=False \
+    actor_rollout_ref.actor.fsdp_config.optimizer_offload=False \
+    actor_rollout_ref.ref.fsdp_config.param_offload=True \
+    actor_rollout_ref.rollout.name="$ENGINE" \
+    actor_rollout_ref.rollout.tensor_model_parallel_size="${ROLLOUT_TP:-1}" \
+    actor_rollout_ref.rollout.gpu_memory_utilization=0.6 \
+    +actor_rollout_ref.rollout.limit_images="$LIMIT_IMAGES" \
+    trainer.project_name="${PROJECT_NAME:-mars}" \
+    trainer.experiment_name="${EXPERIMENT_NAME:-grpo_mars_qwen2_5_vl_3b_$DATASET}" \
+    trainer.logger="$LOGGER" \
+    trainer.n_gpus_per_node="$N_GPUS" \
+    trainer.nnodes="$NNODES" \
+    trainer.save_freq=20 \
+    trainer.test_freq=5 \
+    trainer.total_epochs=15 \
+    "$@"

@@ -1,0 +1,1 @@
+"""Training recipes beside verl's layout (``recipe/dapo``)."""

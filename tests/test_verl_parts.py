@@ -1,0 +1,177 @@
+"""The verl engine's small parts: the config check, the image-count check, dataset rows -> prompts, requests ->
+verl's generation DataProto, the DataProto payload's row operations; and the local engine's config untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("verl")
+
+from tensordict import TensorDict  # noqa: E402
+from verl import DataProto  # noqa: E402
+
+from mars.engines.verl.checks import VerlConfigError, check_verl_config  # noqa: E402
+from mars.engines.verl.generation import DO_SAMPLE_KEY, generation_batch  # noqa: E402
+from mars.engines.verl.payload import VerlPayload  # noqa: E402
+from mars.engines.verl.samples import check_image_counts, expected_num_images, samples_from_batch  # noqa: E402
+from mars.trainer.engine import RolloutRequest, Sampling  # noqa: E402
+from mars.trainer.requests import build_requests  # noqa: E402
+
+
+def compose(config_name: str, *overrides: str):
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module(config_module="mars.config", version_base=None):
+        return hydra_compose(config_name=config_name, overrides=list(overrides))
+
+
+@pytest.fixture(scope="module")
+def verl_cfg():
+    return compose("verl_grpo", "actor_rollout_ref.rollout.name=vllm")
+
+
+def collated_batch(n_images=(2, 2), sources=True):
+    """What verl's RLHFDataset + collate_fn hand the trainer for rows with images (one `source` per image)."""
+    rows = []
+    for i, count in enumerate(n_images):
+        names = ["visible", "infrared", "depth"][:count]
+        parts = [{"type": "image", "image": f"/d/{i}_{n}.png", **({"source": n} if sources else {})} for n in names]
+        rows.append({
+            "raw_prompt": [{"role": "user", "content": [*parts, {"type": "text", "text": f"question {i}"}]}],
+            "prompt": "replaced", "data_source": "llvip", "ability": "grounding", "index": i,
+            "reward_model": {"style": "rule", "ground_truth": f"<answer>[[{i}, 0, 1, 1]]</answer>"},
+            "extra_info": {"index": i, "image_sources": names}, "tools_kwargs": {}, "interaction_kwargs": {},
+        })
+    from verl.utils.dataset.rl_dataset import collate_fn
+
+    return collate_fn([{**row, "dummy_tensor": torch.tensor([0], dtype=torch.uint8)} for row in rows])
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_entry_point_config_passes_and_the_local_config_is_unchanged(verl_cfg):
+    check_verl_config(verl_cfg)
+    assert verl_cfg.trainer.engine == "verl" and verl_cfg.trainer.device == "cuda"
+    from mars.trainer.compose import compose_config
+
+    local = compose_config("mars_trainer")
+    assert local.trainer.engine == "local" and local.trainer.device == "auto"  # mars train keeps its defaults
+    assert "max_resp_len" not in (local.get("reward", {}).get("reward_kwargs", None) or {})
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.engine=local", "mars train"),
+        ("trainer.use_v1=true", "use_v1"),
+        ("algorithm.use_kl_in_reward=true", "use_kl_in_reward"),
+        ("algorithm.adv_estimator=gae", "critic"),
+        ("actor_rollout_ref.rollout.response_length=7", "response_length"),
+        ("algorithm.rollout_correction.bypass_mode=true", "bypass_mode"),
+        ("mars.anchor.do_sample=true", "anchor"),
+        ("++mars.expected_num_images=two", "expected_num_images"),
+    ],
+)
+def test_config_check_names_the_key_and_the_fix(override, message):
+    cfg = compose("verl_grpo", "actor_rollout_ref.rollout.name=vllm", override)
+    with pytest.raises(VerlConfigError, match=message):
+        check_verl_config(cfg)
+
+
+def test_sampled_anchors_at_the_rollout_temperature_are_fine():
+    cfg = compose("verl_grpo", "actor_rollout_ref.rollout.name=vllm", "mars.anchor.do_sample=true",
+                  "mars.anchor.top_p=0.9")
+    check_verl_config(cfg)
+
+
+# ------------------------------------------------------------------------------------------------ samples
+
+
+def test_expected_num_images_values():
+    from omegaconf import OmegaConf
+
+    assert expected_num_images(OmegaConf.create({})) is None
+    assert expected_num_images(OmegaConf.create({"expected_num_images": "any"})) is None
+    assert expected_num_images(OmegaConf.create({"expected_num_images": 6})) == 6
+    with pytest.raises(ValueError, match="positive integer"):
+        expected_num_images(OmegaConf.create({"expected_num_images": 0}))
+
+
+def test_image_count_check_reports_what_the_data_has():
+    check_image_counts([2, 2, 2], 2, "train")
+    check_image_counts([1, 6], None, "train")
+    with pytest.raises(ValueError, match=r"expected_num_images=2 .* \(1 with 6\)"):
+        check_image_counts([2, 6, 2], 2, "train.parquet")
+
+
+def test_samples_from_a_verl_batch_keep_sources_and_row_fields():
+    samples = samples_from_batch(collated_batch(), expected_images=2)
+    assert [s.sources for s in samples] == [["visible", "infrared"]] * 2
+    assert samples[1].ground_truth == "<answer>[[1, 0, 1, 1]]</answer>" and samples[1].index == 1
+    assert samples[0].row["ability"] == "grounding"
+    assert "raw_prompt" not in samples[0].row and "prompt" not in samples[0].row
+    with pytest.raises(ValueError, match="expected_num_images=6"):
+        samples_from_batch(collated_batch(), expected_images=6)
+    # no source keys in the parts: extra_info.image_sources names them
+    assert samples_from_batch(collated_batch(sources=False))[0].sources == ["visible", "infrared"]
+
+
+def test_unnamed_sources_are_an_error_with_the_fix():
+    batch = collated_batch(sources=False)
+    for info in batch["extra_info"]:
+        info.pop("image_sources")
+    with pytest.raises(ValueError, match="mars data convert"):
+        samples_from_batch(batch)
+
+
+# ------------------------------------------------------------------------------------------------ requests
+
+
+def test_generation_batch_is_one_request_with_greedy_anchor_rows(verl_cfg):
+    samples = samples_from_batch(collated_batch())
+    requests = build_requests(samples, "s1g0", 3, Sampling(True, 1.0, 0.9), verl_cfg.mars, with_anchors=True)
+    batch = generation_batch(requests)
+    n = len(requests)
+    assert n == 2 * (3 + 2) and batch.batch is None
+    nt = batch.non_tensor_batch
+    assert all(v.shape == (n,) for v in nt.values())  # 1-D object arrays, even for lists of equal length
+    assert nt[DO_SAMPLE_KEY].dtype == bool and list(nt[DO_SAMPLE_KEY]) == [not r.is_anchor for r in requests]
+    assert list(nt["mars_is_anchor"]) == [r.is_anchor for r in requests]
+    assert list(nt["uid"]) == ["s1g0p0"] * 5 + ["s1g0p1"] * 5
+    assert "prompt" not in nt and nt["ability"][0] == "grounding"
+    anchor = next(i for i, r in enumerate(requests) if r.is_anchor and r.source == "infrared")
+    images = [p["image"] for p in nt["raw_prompt"][anchor][0]["content"] if p["type"] == "image"]
+    assert images == ["/d/0_infrared.png"] * 2  # duplicate mode: the anchor's source in every slot
+
+
+def test_generation_batch_refuses_rows_of_different_schemas():
+    samples = samples_from_batch(collated_batch())
+    other = type(samples[0])(**{**samples[0].__dict__, "row": {**samples[0].row, "extra_column": 1}})
+    requests = [RolloutRequest(s.messages, f"g{i}", Sampling(), sample=s) for i, s in enumerate([samples[1], other])]
+    with pytest.raises(ValueError, match="same columns"):
+        generation_batch(requests)
+
+
+# ------------------------------------------------------------------------------------------------ payload
+
+
+def test_payload_selects_and_concatenates_rows():
+    def part(offset, n):
+        return VerlPayload(DataProto(
+            batch=TensorDict({"responses": torch.arange(offset, offset + n).unsqueeze(1)}, batch_size=(n,)),
+            non_tensor_batch={"uid": np.array([f"u{offset + i}" for i in range(n)], dtype=object)},
+            meta_info={"reward_extra_keys": ["score"]},
+        ))
+
+    a, b = part(0, 4), part(10, 3)
+    picked = a.select(np.array([3, 1]))
+    assert picked.data.batch["responses"].squeeze(1).tolist() == [3, 1]
+    assert list(picked.data.non_tensor_batch["uid"]) == ["u3", "u1"]
+    assert len(a.select(np.array([], dtype=np.int64))) == 0
+    joined = VerlPayload.concat([picked, b.select(np.array([2])), a.select(np.array([], dtype=np.int64))])
+    assert list(joined.data.non_tensor_batch["uid"]) == ["u3", "u1", "u12"]
+    assert joined.data.meta_info["reward_extra_keys"] == ["score"]
