@@ -12,13 +12,15 @@ def prepare_embedded(cfg: Any, write=print) -> None:
     if spec is None:
         return
     data_dir = Path(spec.data_dir)
-    if not (data_dir / "train.parquet").exists():
+    uses_data = str(cfg.data.train_files) == str(data_dir / "train.parquet")  # not when overridden by the user
+    if uses_data and not (data_dir / "train.parquet").exists():
         from mars.data.synth.build import synthesize
 
         write(f"building the synthetic {spec.task} dataset in {data_dir} ...")
         synthesize(spec.task, str(data_dir), int(spec.num), seed=int(spec.seed))
     model_dir = Path(spec.model_dir)
-    if not (model_dir / "config.json").exists():
+    uses_model = str(cfg.actor_rollout_ref.model.path) == str(model_dir)
+    if uses_model and not (model_dir / "config.json").exists():
         from mars.models.tiny import build_tiny_model
 
         write(f"building the tiny {spec.arch} model in {model_dir} ...")
