@@ -86,10 +86,21 @@ def test_greedy_rows_are_deterministic_inside_a_sampling_call(tiny_model_dir, ir
     assert greedy_alone == texts[0][3]
 
 
+LENGTH_REWARD = """
+def compute_score(data_source, solution_str, ground_truth, extra_info=None):
+    # varies with the sampled text, so that DAPO's filter finds groups with signal even for an untrained policy
+    return {"score": float(len(solution_str) % 3), "format": 0.0}
+"""
+
+
 @pytest.mark.parametrize("preset", ["grpo", "dapo"])
 def test_short_runs_of_both_presets(tiny_model_dir, ir_data_dir, tmp_path, preset):
-    # bounded, so that a policy without any signal fails the test instead of hanging it
-    extra = ["algorithm.filter_groups.max_num_gen_batches=50", "mars.filter_mode=mars"] if preset == "dapo" else []
+    extra = []
+    if preset == "dapo":
+        reward_file = tmp_path / "length_reward.py"
+        reward_file.write_text(LENGTH_REWARD)
+        # bounded, so that a policy without any signal fails the test instead of hanging it
+        extra = ["algorithm.filter_groups.max_num_gen_batches=20", f"custom_reward_function.path={reward_file}"]
     cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, f"preset={preset}", *extra)
     before = {k: v.clone() for k, v in _weights(tiny_model_dir).items()}
     result = run_training(cfg, write=quiet)
