@@ -58,9 +58,31 @@ def check_verl_config(cfg: Any) -> None:
             "mars.anchor.do_sample=true with a temperature/top_p other than the rollout's: verl samples every row of "
             "one generation call alike; set mars.anchor.temperature/top_p to actor_rollout_ref.rollout's"
         )
+    if str(cfg.mars.get("on_bad_row", "error")) != "error":
+        problems.append(
+            f"mars.on_bad_row={cfg.mars.on_bad_row}: the verl engine reads the parquet files through verl's dataset, "
+            "which cannot skip rows; fix the rows `mars data check FILE` lists (skipping works with `mars train`)"
+        )
     try:
         expected_num_images(cfg.mars)
     except ValueError as exc:
         problems.append(str(exc))
     if problems:
         raise VerlConfigError("the MARS verl engine cannot run this config:\n  - " + "\n  - ".join(problems))
+
+
+def check_data_files(cfg: Any) -> None:
+    """Run the dataset checker (headers only, no full decode) on the train and val files before Ray starts.
+
+    A bad row would otherwise surface as an assertion inside verl's dataset, deep in a run; this names the file,
+    the row and the fix, like ``mars data check``."""
+    from mars.data.check import check_dataset
+    from mars.trainer.dataset import BadDataError
+
+    for key in ("train_files", "val_files"):
+        files = cfg.data.get(key)
+        for path in [files] if isinstance(files, str) else list(files or []):
+            report = check_dataset(str(path), decode=False)
+            if not report.ok:
+                raise BadDataError(f"data.{key}: {path} has bad rows:\n{report.summary()}\n"
+                                   f"(fix them; `mars data check {path}` lists every one)")

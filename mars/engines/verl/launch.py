@@ -12,7 +12,7 @@ from typing import Any
 
 from verl.trainer.main_ppo_v0 import BaseTaskRunner
 
-from mars.engines.verl.checks import check_verl_config
+from mars.engines.verl.checks import check_data_files, check_verl_config
 
 
 class MarsTaskRunner(BaseTaskRunner):
@@ -85,5 +85,6 @@ def run(config: Any) -> None:
 
     auto_set_device(config)
     check_verl_config(config)
+    check_data_files(config)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     run_ppo(config, task_runner_class=ray.remote(MarsTaskRunner))
