@@ -101,3 +101,12 @@ def test_verl_wrapper_and_plain_float():
     result = compute_score("llvip", answer(TRUE), f"<answer>{json.dumps(TRUE)}</answer>", {"sample_id": 3})
     assert all(type(value) is float for value in result.values())
     assert result["score"] == grounding_reward(answer(TRUE), TRUE)
+
+
+def test_dispatcher_follows_the_schemas_reward_key():
+    from mars.rewards import task_of
+
+    # a VQA answer that happens to look like a box list is still scored as VQA when the row says so
+    assert task_of("[[1, 2, 3, 4]]", {"reward": "vqa", "task": "multiview_vqa"}) == "vqa"
+    assert task_of("Yes", {"reward": "grounding"}) == "grounding"
+    assert task_of("[[1, 2, 3, 4]]", {"task": "ir_grounding"}) == "grounding"  # falls back to the ground truth

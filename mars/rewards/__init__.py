@@ -45,13 +45,15 @@ __all__ = [
 def task_of(ground_truth: Any, extra_info: Any = None) -> str:
     """``"grounding"`` or ``"vqa"`` for one sample.
 
-    ``extra_info["task"]`` decides when it names one of the two. Otherwise the ground truth does: boxes (a
-    list, or a string holding a JSON box list, possibly inside ``<answer>``) mean grounding, anything else VQA.
+    ``extra_info["reward"]`` (the dataset schema's key) or ``extra_info["task"]`` decides when it names one of the
+    two. Otherwise the ground truth does: boxes (a list, or a string holding a JSON box list, possibly inside
+    ``<answer>``) mean grounding, anything else VQA.
     """
     if isinstance(extra_info, dict):
-        named = str(extra_info.get("task") or "").strip().lower()
-        if named in (GROUNDING, VQA):
-            return named
+        for key in ("reward", "task"):
+            named = str(extra_info.get(key) or "").strip().lower()
+            if named in (GROUNDING, VQA):
+                return named
     value = parsing.to_plain(ground_truth)
     if isinstance(value, list):
         return VQA if value and all(isinstance(item, str) for item in value) else GROUNDING
