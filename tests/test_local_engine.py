@@ -216,3 +216,15 @@ def test_merge_infer_and_evaluate(tiny_model_dir, ir_data_dir, tmp_path):
                          check=True, capture_output=True, text=True)
     report = json.loads((tmp_path / "results.report.json").read_text())
     assert report["samples"] == len(answers) and "mean IoU" in out.stdout
+
+
+def test_lora_run_and_tensorboard_logging(tiny_model_dir, ir_data_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("TENSORBOARD_DIR", str(tmp_path / "tb"))
+    cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, "actor_rollout_ref.model.lora_rank=4",
+                   "actor_rollout_ref.model.lora_alpha=8", "trainer.total_training_steps=2",
+                   "actor_rollout_ref.actor.optim.lr=1e-2", "trainer.logger=[console,tensorboard]")
+    result = run_training(cfg, write=quiet)
+    base, merged = _weights(tiny_model_dir), _weights(result.model_dir)
+    assert base.keys() == merged.keys()  # the adapters are merged into plain weights
+    assert any(not torch.equal(base[k], merged[k]) for k in base)
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
