@@ -12,6 +12,17 @@ settings.load_profile("mars")
 
 # --- small artefacts built once per test session (never downloaded) ---------------------------------------------
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core CI machine a second busy thread
+    makes torch's thread pool oversubscribe (measured: 10x slower); restored at the end of the session."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

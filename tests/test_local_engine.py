@@ -21,14 +21,6 @@ from mars.trainer.loop import run_training
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two test processes on two cores must not fight over threads
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_cfg(run_dir, model_dir, data_dir, *overrides):
     return compose_config("embedded", [
         f"actor_rollout_ref.model.path={model_dir}",

@@ -28,16 +28,6 @@ from mars.processing import (  # noqa: E402
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core CI machine a second busy thread
-    makes torch's thread pool oversubscribe (measured: 10x slower); restored when this file is done."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):
     """{arch: (processor, model)} of the tiny models, built once for this file."""

@@ -31,16 +31,6 @@ CLASSES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core CI machine a second busy thread
-    makes torch's thread pool oversubscribe (measured: 10x slower); restored when this file is done."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="session")
 def built(tmp_path_factory):
     """Both architectures, built once for this file: {arch: (directory, build seconds)}."""
