@@ -1,5 +1,9 @@
 import os
 
+# Nothing in the tests may reach a model hub: fail fast instead of waiting on a network that CI does not have.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
 from hypothesis import HealthCheck, settings
 
 # Shared CI machines are noisy: no per-example deadline, a bounded number of examples.
