@@ -90,7 +90,7 @@ def test_independent_of_row_order(batch, rnd):
         [batch.anchor_scores[j] for j in a_perm],
         [batch.anchor_group_ids[j] for j in a_perm],
     )
-    assert shuffled.tolist() == pytest.approx([base[i].item() for i in perm], abs=1e-12)
+    assert shuffled.tolist() == pytest.approx([base[i].item() for i in perm], abs=1e-9)  # summation order only
 
 
 @given(batches(min_g=2, max_k=4))
