@@ -53,14 +53,17 @@ def collated_batch(n_images=(2, 2), sources=True):
 # ------------------------------------------------------------------------------------------------ config
 
 
-def test_entry_point_config_passes_and_the_local_config_is_unchanged(verl_cfg):
-    check_verl_config(verl_cfg)
-    assert verl_cfg.trainer.engine == "verl" and verl_cfg.trainer.device == "cuda"
+def test_entry_point_config_is_the_local_config_with_the_switch_turned(verl_cfg):
+    from omegaconf import OmegaConf
+
     from mars.trainer.compose import compose_config
 
-    local = compose_config("mars_trainer")
-    assert local.trainer.engine == "local" and local.trainer.device == "auto"  # mars train keeps its defaults
-    assert "max_resp_len" not in (local.get("reward", {}).get("reward_kwargs", None) or {})
+    check_verl_config(verl_cfg)
+    assert verl_cfg.trainer.engine == "verl"
+    local = OmegaConf.to_container(compose_config("mars_trainer"), resolve=True)
+    verl = OmegaConf.to_container(compose_config("verl_grpo"), resolve=True)
+    assert local["trainer"].pop("engine") == "local" and verl["trainer"].pop("engine") == "verl"
+    assert local == verl  # one configuration: the engine is a switch, not a second config language
 
 
 @pytest.mark.parametrize(
@@ -175,3 +178,13 @@ def test_payload_selects_and_concatenates_rows():
     joined = VerlPayload.concat([picked, b.select(np.array([2])), a.select(np.array([], dtype=np.int64))])
     assert list(joined.data.non_tensor_batch["uid"]) == ["u3", "u1", "u12"]
     assert joined.data.meta_info["reward_extra_keys"] == ["score"]
+
+
+def test_mars_train_hands_trainer_engine_verl_to_the_verl_launcher(monkeypatch):
+    import mars.engines.verl.launch as launch
+    from mars.trainer.cli import main
+
+    seen = []
+    monkeypatch.setattr(launch, "run", seen.append)
+    assert main(["--config-name", "mars_trainer", "trainer.engine=verl", "actor_rollout_ref.rollout.n=3"]) == 0
+    assert len(seen) == 1 and seen[0].trainer.engine == "verl" and seen[0].actor_rollout_ref.rollout.n == 3

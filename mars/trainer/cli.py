@@ -1,7 +1,8 @@
 """``mars train [--config-name NAME] [--cfg job] [HYDRA_OVERRIDES ...]``: the local-engine trainer.
 
 With no arguments it trains the embedded default (config ``embedded``): a tiny Qwen2.5-VL built locally, synthetic
-infrared+visible data, GRPO+MARS on the CPU. ``--config-name mars_trainer`` starts from the reference settings
+infrared+visible data, GRPO+MARS on the CPU. ``trainer.engine=verl`` runs the same configuration on verl's Ray worker
+groups instead (GPU nodes, vLLM/SGLang; the same as ``python -m mars.main_ppo``). ``--config-name mars_trainer`` starts from the reference settings
 instead (bring ``data.train_files``, ``data.val_files`` and ``actor_rollout_ref.model.path``). ``--cfg job`` prints
 the composed config and exits.
 """
@@ -44,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     prepare_embedded(cfg)
+    if str(cfg.trainer.engine) == "verl":  # the engine is a switch: same config, Ray worker groups
+        from mars.engines.verl.launch import run as run_on_verl
+
+        run_on_verl(cfg)
+        return 0
     try:
         run_training(cfg, write=tqdm.write)  # lines printed above the progress bar, not through it
     except BadDataError as exc:

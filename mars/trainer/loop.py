@@ -55,8 +55,8 @@ def make_engine(cfg: Any, total_steps: int):
         from mars.engines.local import LocalEngine
 
         return LocalEngine(cfg, total_steps)
-    raise ValueError(f"trainer.engine={engine!r}: this entry point runs the local engine; "
-                     "for verl use `python -m mars.main_ppo` (or trainer.engine=local)")
+    raise ValueError(f"trainer.engine={engine!r}: the run loop here drives the local engine; the verl engine runs "
+                     "through verl's trainer (`mars train trainer.engine=verl` or `python -m mars.main_ppo`)")
 
 
 def total_training_steps(cfg: Any, n_train: int) -> int:
