@@ -10,33 +10,7 @@ set -eu
 mars_parse "$@"
 shift 4
 
-exec "$PYTHON" -m mars.main_ppo \
-    algorithm.adv_estimator=mars \
-    data.train_files="$TRAIN_FILE" \
-    data.val_files="$VAL_FILE" \
-    data.max_prompt_length="${MAX_PROMPT_LENGTH:-8192}" \
-    data.max_response_length="${MAX_RESPONSE_LENGTH:-2048}" \
-    data.filter_overlong_prompts=True \
-    data.truncation=error \
-    ++mars.expected_num_images="$NUM_IMAGE" \
-    reward.custom_reward_function.path="$REWARD_PATH" \
-    reward.custom_reward_function.name=compute_score \
-    actor_rollout_ref.model.path="$MODEL_PATH" \
-    actor_rollout_ref.model.use_remove_padding=True \
-    actor_rollout_ref.model.enable_gradient_checkpointing=True \
-    actor_rollout_ref.actor.fsdp_config.param_offload=False \
-    actor_rollout_ref.actor.fsdp_config.optimizer_offload=False \
+ROLLOUT_TP=${ROLLOUT_TP:-2}  # tensor parallelism of the rollout engine
+mars_run mars.main_ppo grpo_mars_qwen2_5_vl_7b \
     actor_rollout_ref.ref.fsdp_config.param_offload=True \
-    actor_rollout_ref.rollout.name="$ENGINE" \
-    actor_rollout_ref.rollout.tensor_model_parallel_size="${ROLLOUT_TP:-2}" \
-    actor_rollout_ref.rollout.gpu_memory_utilization=0.6 \
-    +actor_rollout_ref.rollout.limit_images="$LIMIT_IMAGES" \
-    trainer.project_name="${PROJECT_NAME:-mars}" \
-    trainer.experiment_name="${EXPERIMENT_NAME:-grpo_mars_qwen2_5_vl_7b_$DATASET}" \
-    trainer.logger="$LOGGER" \
-    trainer.n_gpus_per_node="$N_GPUS" \
-    trainer.nnodes="$NNODES" \
-    trainer.save_freq=20 \
-    trainer.test_freq=5 \
-    trainer.total_epochs=15 \
     "$@"

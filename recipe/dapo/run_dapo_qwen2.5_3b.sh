@@ -14,32 +14,6 @@ set -eu
 mars_parse "$@"
 shift 4
 
-exec "$PYTHON" -m recipe.dapo.main_dapo \
-    algorithm.adv_estimator=mars \
-    data.train_files="$TRAIN_FILE" \
-    data.val_files="$VAL_FILE" \
-    data.max_prompt_length="${MAX_PROMPT_LENGTH:-8192}" \
-    data.max_response_length="${MAX_RESPONSE_LENGTH:-8192}" \
-    data.filter_overlong_prompts=True \
-    data.truncation=error \
-    ++mars.expected_num_images="$NUM_IMAGE" \
-    reward.custom_reward_function.path="$REWARD_PATH" \
-    reward.custom_reward_function.name=compute_score \
-    actor_rollout_ref.model.path="$MODEL_PATH" \
-    actor_rollout_ref.model.use_remove_padding=True \
-    actor_rollout_ref.model.enable_gradient_checkpointing=True \
-    actor_rollout_ref.actor.fsdp_config.param_offload=False \
-    actor_rollout_ref.actor.fsdp_config.optimizer_offload=False \
-    actor_rollout_ref.rollout.name="$ENGINE" \
-    actor_rollout_ref.rollout.tensor_model_parallel_size="${ROLLOUT_TP:-1}" \
-    actor_rollout_ref.rollout.gpu_memory_utilization=0.6 \
-    +actor_rollout_ref.rollout.limit_images="$LIMIT_IMAGES" \
-    trainer.project_name="${PROJECT_NAME:-mars}" \
-    trainer.experiment_name="${EXPERIMENT_NAME:-dapo_mars_qwen2_5_vl_3b_$DATASET}" \
-    trainer.logger="$LOGGER" \
-    trainer.n_gpus_per_node="$N_GPUS" \
-    trainer.nnodes="$NNODES" \
-    trainer.save_freq=20 \
-    trainer.test_freq=5 \
-    trainer.total_epochs=15 \
+MAX_RESPONSE_LENGTH=${MAX_RESPONSE_LENGTH:-8192}
+mars_run recipe.dapo.main_dapo dapo_mars_qwen2_5_vl_3b \
     "$@"
