@@ -10,7 +10,6 @@ uuid-string group ids as verl uses); we report the best of several runs of each 
 from __future__ import annotations
 
 import argparse
-import time
 import uuid
 
 import numpy as np
@@ -18,6 +17,7 @@ import torch
 
 from mars import compute_mars_advantage
 from mars.advantage.reference import mars_advantage_loop
+from timing import best_time  # benchmarks/timing.py (the script's folder is on sys.path)
 
 
 def make_batch(prompts: int, rollouts: int, anchors: int, seed: int = 0):
@@ -28,15 +28,6 @@ def make_batch(prompts: int, rollouts: int, anchors: int, seed: int = 0):
     scores = rng.choice([0.0, 0.25, 0.5, 0.75, 1.0, 1.75], size=len(group_ids))
     anchor_scores = rng.choice([0.0, 0.5, 1.0], size=len(anchor_ids))
     return scores, group_ids, anchor_scores, anchor_ids
-
-
-def best_time(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from mars.anchors.variants import build_mono_source_variants  # noqa: E402
 from mars.models import build_tiny_model  # noqa: E402
 from mars.processing import decode_image, encode_with_variants, image_values  # noqa: E402
+from timing import best_time  # noqa: E402  (benchmarks/timing.py)
 
 
 def write_images(folder: Path, prompts: int, sources: int, size: tuple[int, int], seed: int = 0) -> list[list[str]]:
@@ -78,15 +78,6 @@ def per_prompt(processor, prompts, mode):
 def cached(processor, prompts, mode, threads):
     batch = encode_with_variants(processor, prompts, mode=mode, decode_threads=threads)
     return [x for i, p in enumerate(batch.prompts) for x in [p, *batch.variants[i]]], batch.stats
-
-
-def best_time(fn, repeats: int) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main() -> None:

@@ -62,13 +62,12 @@ def as_text(value: Any) -> str:
     return value[:MAX_TEXT_CHARS]
 
 
-def tag_blocks(text: str, tag: str) -> list[str]:
-    """Contents of every closed ``<tag>...</tag>`` block, left to right, non-overlapping.
+def delimited_blocks(text: str, opening: str, closing: str) -> list[str]:
+    """Contents of every closed ``opening ... closing`` block, left to right, non-overlapping.
 
     A ``str.find`` loop rather than a lazy regex: a lazy ``<tag>(.*?)</tag>`` rescans to the end of the text
     for every unclosed opening tag, which is quadratic on text made of many opening tags.
     """
-    opening, closing = f"<{tag}>", f"</{tag}>"
     blocks, position = [], 0
     while True:
         start = text.find(opening, position)
@@ -79,6 +78,11 @@ def tag_blocks(text: str, tag: str) -> list[str]:
             return blocks
         blocks.append(text[start + len(opening) : end])
         position = end + len(closing)
+
+
+def tag_blocks(text: str, tag: str) -> list[str]:
+    """Contents of every closed ``<tag>...</tag>`` block, left to right, non-overlapping."""
+    return delimited_blocks(text, f"<{tag}>", f"</{tag}>")
 
 
 def has_single_nonempty_block(text: str, tag: str) -> bool:
@@ -108,16 +112,7 @@ def strip_think_blocks(text: str) -> str:
 
 def fenced_blocks(text: str, opening: str = JSON_FENCE_OPEN) -> list[str]:
     """Contents of fenced blocks that open with ``opening`` (default ```` ```json ````) and close with ```` ``` ````."""
-    blocks, position = [], 0
-    while True:
-        start = text.find(opening, position)
-        if start < 0:
-            return blocks
-        end = text.find(FENCE_CLOSE, start + len(opening))
-        if end < 0:
-            return blocks
-        blocks.append(text[start + len(opening) : end])
-        position = end + len(FENCE_CLOSE)
+    return delimited_blocks(text, opening, FENCE_CLOSE)
 
 
 def load_json(text: str) -> tuple[bool, Any]:

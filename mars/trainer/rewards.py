@@ -7,7 +7,6 @@ grounding or VQA per sample. A function may return a float or a dict with ``scor
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
@@ -22,23 +21,25 @@ RewardFn = Callable[..., Any]
 
 
 def load_reward_fn(cfg: Any) -> RewardFn:
-    """The configured ``compute_score``; a clear error names a missing file or function."""
-    spec = cfg.get("reward", {}).get("custom_reward_function", {}) or {}
+    """The configured ``compute_score``, loaded by verl's own ``get_custom_reward_fn`` (with its ``reward_kwargs``).
+
+    verl 0.9.1 reads ``reward.custom_reward_function``; the legacy top-level ``custom_reward_function`` is moved there
+    first, as verl's reward loop does, with the name defaulting to ``compute_score``."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.reward import get_custom_reward_fn
+
+    section = OmegaConf.to_container(cfg.get("reward", {}).get("custom_reward_function", {}) or {}, resolve=True)
     legacy = cfg.get("custom_reward_function", {}) or {}
-    path = legacy.get("path") or spec.get("path")
-    name = legacy.get("name") or spec.get("name") or "compute_score"
-    if not path:
+    if legacy.get("path"):
+        section = {**section, **{k: v for k, v in legacy.items() if v is not None}}
+    if not section.get("path"):
         from mars.rewards import default_compute_score
 
         return default_compute_score
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"reward file {path!r} (custom_reward_function.path) does not exist")
-    module_spec = importlib.util.spec_from_file_location("mars_custom_reward", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    if not hasattr(module, name):
-        raise AttributeError(f"reward file {path!r} has no function {name!r} (custom_reward_function.name)")
-    return getattr(module, name)
+    if not os.path.exists(section["path"]):
+        raise FileNotFoundError(f"reward file {section['path']!r} (custom_reward_function.path) does not exist")
+    section["name"] = section.get("name") or "compute_score"
+    return get_custom_reward_fn(OmegaConf.create({"reward": {"custom_reward_function": section}}))
 
 
 def score_rows(rows: RolloutBatch, reward_fn: RewardFn, overlong: Any = None, max_response_length: int = 0) -> None:
