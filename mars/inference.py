@@ -53,7 +53,7 @@ def generate_hf(model_path: str, items: list[dict], batch_size: int, max_new_tok
     from tqdm.auto import tqdm
     from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessorList
 
-    from mars.engines.local.generation import BanTokens, cut_at_eos, vision_token_ids
+    from mars.engines.local.generation import BanTokens, cut_at_eos, eos_token_ids, vision_token_ids
     from mars.processing import ImageCache, MultimodalEncoder, collate
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,8 +63,7 @@ def generate_hf(model_path: str, items: list[dict], batch_size: int, max_new_tok
     tokenizer = processor.tokenizer
     encoder = MultimodalEncoder(processor)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos = model.generation_config.eos_token_id
-    eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos if eos is not None else tokenizer.eos_token_id])
+    eos_ids = eos_token_ids(model, tokenizer)
     ban = LogitsProcessorList([BanTokens(vision_token_ids(tokenizer))])
     texts: list[str] = []
     for start in tqdm(range(0, len(items), batch_size), desc="inference", unit="batch"):

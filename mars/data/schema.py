@@ -26,6 +26,9 @@ from typing import Any, Iterable, Optional
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# numpy containers from parquet -> plain lists/dicts: one converter for the whole project (re-exported here)
+from mars.rewards.parsing import to_plain  # noqa: F401
+
 GROUNDING = "grounding"
 VQA = "vqa"
 REWARDS = (GROUNDING, VQA)
@@ -186,20 +189,6 @@ def infer_reward(ground_truth: Any) -> str:
             if problem is None:
                 return GROUNDING
     return VQA
-
-
-def to_plain(value: Any, depth: int = 0) -> Any:
-    """Numpy arrays (pandas/verl read nested parquet columns as object arrays) turned into plain lists,
-    recursively; dicts keep their keys."""
-    if depth > 16:
-        return value
-    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
-        value = value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [to_plain(item, depth + 1) for item in value]
-    if isinstance(value, dict):
-        return {key: to_plain(item, depth + 1) for key, item in value.items()}
-    return value
 
 
 def write_parquet(rows: list[dict[str, Any]], path: str) -> None:

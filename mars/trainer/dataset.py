@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mars.data.check import validate_row
-from mars.data.schema import IMAGE_PLACEHOLDER, SOURCE_KEY
+from mars.data.schema import IMAGE_PLACEHOLDER, SOURCE_KEY, to_plain
 
 logger = logging.getLogger(__name__)
 
@@ -35,17 +35,6 @@ class PromptSample:
 
 class BadDataError(ValueError):
     """A dataset row failed validation; the message is the checker's, naming the file, the row and the fix."""
-
-
-def to_plain(value: Any) -> Any:
-    """Arrow/numpy containers from parquet as plain Python lists and dicts."""
-    if isinstance(value, np.ndarray):
-        return [to_plain(v) for v in value.tolist()]
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    return value
 
 
 def row_to_sample(row: dict[str, Any]) -> PromptSample:

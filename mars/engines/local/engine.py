@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from mars.engines.local.generation import BanTokens, GreedyRows, cut_at_eos, vision_token_ids
+from mars.engines.local.generation import BanTokens, GreedyRows, cut_at_eos, eos_token_ids, vision_token_ids
 from mars.processing import ImageCache, MultimodalEncoder, PromptInputs, collate
 from mars.trainer.engine import PolicyBatch, RolloutBatch, RolloutRequest, Sampling
 from mars.trainer.rewards import load_reward_fn, score_rows
@@ -77,8 +77,7 @@ class LocalEngine:
 
         self.encoder = MultimodalEncoder(self.processor)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        eos = self.model.generation_config.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, (list, tuple)) else [eos if eos is not None else self.tokenizer.eos_token_id])
+        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.banned = vision_token_ids(self.tokenizer)
         self.temperature = float(cfg.actor_rollout_ref.rollout.temperature) or 1.0
 

@@ -55,6 +55,14 @@ def vision_token_ids(tokenizer) -> list[int]:
     return [vocab[t] for t in VISION_TOKENS if t in vocab]
 
 
+def eos_token_ids(model, tokenizer) -> set[int]:
+    """The ids that end a response: the generation config's (one or several), else the tokenizer's."""
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos if isinstance(eos, (list, tuple)) else [eos])
+
+
 def cut_at_eos(generated: torch.Tensor, eos_ids: set[int]) -> tuple[list[torch.Tensor], list[bool]]:
     """Each row's response up to and including its first EOS; and whether it hit the length limit instead."""
     responses, truncated = [], []
