@@ -1,11 +1,12 @@
-"""The ``mars`` command: one entry point, one subcommand per job.
+"""usage: mars COMMAND [ARGS ...]
 
-    mars train [HYDRA_OVERRIDES ...]                 train (no arguments: the embedded default, on the CPU)
-    mars data synth|convert|check ...                build, convert and validate multi-source datasets
-    mars model tiny --out DIR                        build the tiny random-init model (no download)
-    mars eval RESULTS.json grounding|vqa THRESHOLD   score inference results (= evaluation/eval_qwen.sh)
+commands:
+  mars train [KEY=VALUE ...]                       train (no arguments: the embedded default, on the CPU)
+  mars data synth|convert|check ...                build, convert and validate multi-source datasets
+  mars model tiny --out DIR                        build the tiny random-init model (no download)
+  mars eval RESULTS.json grounding|vqa THRESHOLD   score inference results (same as evaluation/eval_qwen.sh)
 
-`mars COMMAND --help` describes each.
+mars COMMAND --help describes each.
 """
 
 from __future__ import annotations

@@ -194,6 +194,30 @@ def test_estimator_without_anchors_is_verl_grpo_token_for_token():
     assert torch.allclose(ours, theirs, atol=1e-6)
 
 
+def test_equal_rewards_in_float32_and_float64_give_exactly_zero_advantage():
+    # verl's token-level rewards are float32, anchor rewards float64: 0.7 must stay 0.7 across the union
+    rewards = torch.zeros(14, 3)
+    rewards[:, -1] = 0.7
+    index = np.array(["p"] * 14, dtype=object)
+    adv, _ = compute_mars_outcome_advantage(rewards, torch.ones(14, 3), index,
+                                            anchor_scores=np.array([0.7, 0.7]), anchor_index=np.array(["p", "p"]))
+    assert (adv == 0).all()
+    core = compute_mars_advantage(torch.full((14,), 0.7), ["p"] * 14, torch.tensor([0.7, 0.7], dtype=torch.float64),
+                                  ["p", "p"])
+    assert (core == 0).all()
+
+
+def test_dapo_filter_mode_is_exact_where_verls_np_std_rounds():
+    # documented in docs/verl_engine.md: verl's DAPO tests np.std(...) == 0.0, and np.std([0.1] * 3) is 1.4e-17,
+    # so verl keeps this group although every advantage is 0; our exact max > min test drops it
+    from mars.advantage import filter_groups
+
+    assert np.std([0.1] * 3) != 0.0
+    result = filter_groups([0.1] * 3, ["p"] * 3, mode="dapo")
+    assert result.num_kept == 0 and len(result.kept_rows) == 0
+    assert (compute_mars_advantage([0.1] * 3, ["p"] * 3).abs() < 1e-6).all()
+
+
 def _python(code: str, **env) -> subprocess.CompletedProcess:
     import os
 

@@ -45,7 +45,7 @@ def broken(fresh, tmp_path):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 10)
     truncated = tmp_path / "truncated.png"
-    good_bytes = open(rows[0]["images"][0]["image"], "rb").read()
+    good_bytes = Path(rows[0]["images"][0]["image"]).read_bytes()
     truncated.write_bytes(good_bytes[: len(good_bytes) // 2])
     huge = tmp_path / "huge.png"
     Image.new("L", (3600, 3600)).save(huge)  # 12,960,000 pixels > 12,845,056
@@ -173,7 +173,7 @@ def test_reference_json_is_checked_too(tmp_path):
 
 
 def test_the_real_reference_file_reports_missing_images(tmp_path):
-    reference = Path(__file__).resolve().parents[2] / "shared" / "reference-data" / "spatialqa_eval.json"
+    reference = Path(__file__).resolve().parent / "data" / "reference-data" / "spatialqa_eval.json"
     report = check_dataset(str(reference), base_dir=str(tmp_path))
     assert report.rows == 80 and report.sources == {"rgb": 80, "depth": 80}
     assert set(report.errors) == {check.MISSING_IMAGE} and report.exit_code == 1
@@ -217,3 +217,45 @@ def test_each_image_is_decoded_once_per_check(fresh, monkeypatch):
     for _ in range(2):
         check.inspect_row(copy.deepcopy(rows[0]), image_cache=cache)
     assert len(calls) == 2
+
+
+def test_a_duplicate_variant_longer_than_the_prompt_length_is_caught(fresh, tmp_path, capsys):
+    """Row 1's infrared image is large: its duplicate variant (that image in both slots) needs more tokens than the
+    multi-source prompt, and more than the rollout's prompt_length allows, though the prompt itself fits."""
+    rows = schema.read_parquet_rows(fresh["ir_grounding"].parquet_files["train"])[:3]
+    large = tmp_path / "large.png"
+    Image.new("RGB", (560, 560)).save(large)  # 20 x 20 merged patches = 400 + 2 tokens
+    rows[1]["images"][1]["image"] = str(large)
+    path = tmp_path / "train.parquet"
+    schema.write_parquet(rows, str(path))
+    small = check.image_tokens(Image.open(rows[1]["images"][0]["image"]).size, check.DEFAULT_MIN_PIXELS,
+                               check.DEFAULT_MAX_PIXELS)
+    assert check.image_tokens((560, 560), check.DEFAULT_MIN_PIXELS, check.DEFAULT_MAX_PIXELS) == 402
+    limit = 402 + small + 10  # the multi-source prompt fits, the duplicate variant (2 x 402) does not
+
+    report = check_dataset(str(path), length_limit=check.LengthLimit(limit))
+    assert report.errors == {check.PROMPT_TOO_LONG: 1}
+    message = report.examples[0]
+    assert message.startswith("train.parquet row 1: the infrared variant (duplicate) has 804 tokens")
+    assert f"rollout.prompt_length={limit}" in message and "data.max_prompt_length to at least 804" in message
+    assert "mars.variant_mode=blank" in message
+    assert check_dataset(str(path), length_limit=check.LengthLimit(limit, "blank")).ok  # blank: the prompt's length
+    assert check_dataset(str(path)).ok  # no limit given: not checked
+
+    assert data_main(["check", str(path), "--max-prompt-length", str(limit)]) == 1
+    assert "the infrared variant (duplicate) has 804 tokens" in capsys.readouterr().out
+
+
+def test_text_tokens_are_counted_with_the_tokenizer(fresh, tmp_path):
+    from mars.models.tokenizer import build_tokenizer
+
+    row = schema.read_parquet_rows(fresh["depth_vqa"].parquet_files["train"])[0]
+    tokenizer = build_tokenizer(400)
+    text = check.text_tokens(row["prompt"], tokenizer)
+    assert text > 10
+    images = sum(check.image_tokens(Image.open(i["image"]).size, check.DEFAULT_MIN_PIXELS, check.DEFAULT_MAX_PIXELS)
+                 for i in row["images"])
+    assert validate_row(row, length_limit=check.LengthLimit(images + text, "duplicate", tokenizer)) == []
+    problems = validate_row(row, length_limit=check.LengthLimit(images + text - 1, "blank", tokenizer))
+    assert [p.kind for p in problems] == [check.PROMPT_TOO_LONG]
+    assert f"({images} image + {text} text tokens)" in problems[0]

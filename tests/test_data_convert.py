@@ -13,7 +13,7 @@ from mars.data.cli import main as data_main
 from mars.data.synth import synthesize
 from mars.rewards import grounding_score, vqa_score
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
+REFERENCE = Path(__file__).resolve().parent / "data" / "reference-data"
 # file -> (data_source, reward, source names)
 EXPECTED = {
     "llvip_eval.json": ("llvip", "grounding", ["visible", "infrared"]),
@@ -35,7 +35,8 @@ def test_reference_json_round_trips_through_parquet(name, tmp_path):
     parquet = tmp_path / "data.parquet"
     back = tmp_path / "back.json"
     assert data_main(["convert", "to-parquet", str(source), str(parquet)]) == 0
-    assert data_main(["convert", "to-json", str(parquet), str(back)]) == 0
+    # training appends the answer-format instruction and to-json keeps it; stripped, the file comes back unchanged
+    assert data_main(["convert", "to-json", str(parquet), str(back), "--strip-instruction"]) == 0
     assert json.loads(back.read_text(encoding="utf-8")) == original
 
     data_source, reward, sources = EXPECTED[name]
@@ -155,19 +156,20 @@ def test_reference_llvip_sft_export(tmp_path):
     assert last.count('"bbox_2d"') == 5 and "I find 5 people" in last
 
 
-def test_synthetic_rows_to_reference_json_drop_the_instruction(synthetic, tmp_path):
+def test_synthetic_rows_to_reference_json_keep_the_training_prompt(synthetic, tmp_path):
+    """Prompts at inference equal prompts at training by default; the instruction is stripped only on request."""
     result = synthetic["depth_vqa"]
     items = convert.parquet_to_reference_json(result.parquet_files["test"], str(tmp_path / "t.json"))
     assert len(items) == 1
     item = items[0]
     assert [p["type"] for p in item["content"]] == ["image", "image", "text"]
-    assert schema.FORMAT_INSTRUCTION not in item["content"][-1]["text"]
+    assert item["content"][-1]["text"].endswith(schema.FORMAT_INSTRUCTION)
     assert item["ground_truth"] in ("Yes", "No")
     assert item["extra_info"]["task"] == "depth_vqa" and item["extra_info"]["image_sources"] == ["rgb", "depth"]
-    kept = convert.parquet_to_reference_json(
-        result.parquet_files["test"], str(tmp_path / "k.json"), keep_instruction=True
+    stripped = convert.parquet_to_reference_json(
+        result.parquet_files["test"], str(tmp_path / "k.json"), keep_instruction=False
     )
-    assert kept[0]["content"][-1]["text"].endswith(schema.FORMAT_INSTRUCTION)
+    assert schema.FORMAT_INSTRUCTION not in stripped[0]["content"][-1]["text"]
 
 
 def test_synthetic_and_converted_files_concatenate_in_hf_datasets(synthetic, tmp_path):

@@ -16,8 +16,8 @@ from mars.evaluation.evaluate import (
 )
 from mars.rewards.coords import CoordSettings
 
-# CI keeps shared/ beside the clone; the oracle tests must fail, not skip, when it is missing.
-REFERENCE_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference-data"
+# Shipped with the tests (tests/data/reference-data/README.md); the oracle tests fail, never skip, without them.
+REFERENCE_DATA = Path(__file__).resolve().parent / "data" / "reference-data"
 
 
 def oracle_grounding_answer(true_boxes) -> str:
@@ -67,8 +67,10 @@ def test_unparsed_prediction_is_counted_as_a_failure(tmp_path):
     assert cli.main([str(results), "grounding", "0.5"]) == 0
     report = json.loads((tmp_path / "results.report.json").read_text())
     assert report["unparsed"] == 1
-    assert report["accuracy"] == pytest.approx(200 / 3)  # the reference would have said 100% (2 of 2)
-    assert report["accuracy_parsed_only"] == 100.0
+    assert report["accuracy"] == pytest.approx(200 / 3)
+    # The reference skips both answers without a json fence (the [] too) and says 100% (1 of 1).
+    assert (report["accuracy_reference"], report["reference_skipped"]) == (100.0, 2)
+    assert "accuracy_parsed_only" not in report
     assert report["mean_iou"] == pytest.approx(2 / 3)
 
 
@@ -80,7 +82,7 @@ def test_unparsed_vqa_prediction_is_counted(tmp_path):
     ]))
     assert cli.main([str(results), "vqa", "0.5"]) == 0
     report = json.loads((tmp_path / "vqa.report.json").read_text())
-    assert (report["unparsed"], report["accuracy"], report["accuracy_parsed_only"]) == (1, 50.0, 100.0)
+    assert (report["unparsed"], report["accuracy"], report["accuracy_reference"]) == (1, 50.0, 50.0)
 
 
 def test_prediction_text_falls_back_to_text_without_think():
@@ -90,10 +92,13 @@ def test_prediction_text_falls_back_to_text_without_think():
 
 def test_grounding_sample_rules():
     assert grounding_sample("[[0, 0, 10, 10]]", [[0, 0, 10, 10], [20, 20, 30, 30]]).mean_iou == 0.5
-    assert grounding_sample("[]", []) == GroundingSample(1.0, True)
-    assert grounding_sample("[[0, 0, 1, 1]]", []) == GroundingSample(0.0, True)
-    assert grounding_sample('[{"bbox_2d": "junk"}]', [[0, 0, 1, 1]]) == GroundingSample(0.0, False)
-    assert grounding_sample("no idea", []) == GroundingSample(0.0, False)
+    def verdict(sample):
+        return sample.mean_iou, sample.parsed
+
+    assert verdict(grounding_sample("[]", [])) == (1.0, True)
+    assert verdict(grounding_sample("[[0, 0, 1, 1]]", [])) == (0.0, True)
+    assert verdict(grounding_sample('[{"bbox_2d": "junk"}]', [[0, 0, 1, 1]])) == (0.0, False)
+    assert verdict(grounding_sample("no idea", [])) == (0.0, False)
 
 
 def test_grounding_sample_converts_coordinates_when_asked():

@@ -27,6 +27,7 @@ def tiny_cfg(run_dir, model_dir, data_dir, *overrides):
         f"data.train_files={data_dir}/train.parquet",
         f"data.val_files={data_dir}/val.parquet",
         f"trainer.default_local_dir={run_dir}",
+        f"mars.sft_warmup.cache_dir={Path(run_dir).parent / 'warm_start'}",
         "data.val_max_samples=4",
         "data.train_batch_size=2",
         "data.max_response_length=12",

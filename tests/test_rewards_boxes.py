@@ -58,9 +58,11 @@ def test_reference_score_many_boxes_bonus_and_penalty():
     # Two surplus boxes (one malformed, counted only through n_pred): penalty 0.5 * 2 / 3.
     with_surplus = boxes.reference_iou_score(true + [(100, 100, 110, 110)], 5, true)
     assert with_surplus == pytest.approx(exact - 0.5 * 2 / 3)
-    # The penalty is capped at 1 and the score floored at 0.
+    # The penalty is capped at the largest IoU part (the reference's cap of 1 left crowded images some credit
+    # under a grid) and the score floored at 0.
     assert boxes.reference_iou_score([], 1000, true) == 0.0
-    assert boxes.over_prediction_penalty(1000, 3) == 1.0
+    assert boxes.over_prediction_penalty(1000, 3) == pytest.approx(boxes.max_iou_score(3))
+    assert boxes.over_prediction_penalty(1000, 1) == 1.0  # one true box: the reference's cap
 
 
 def test_reference_score_without_true_boxes():

@@ -76,9 +76,11 @@ def test_vqa_survives(name):
 
 def test_thousands_of_boxes_are_matched_and_penalised():
     result = grounding_score(HOSTILE_OUTPUTS["thousands of boxes"], TRUE)
-    assert result["format"] == 0.75  # the whole answer was read
-    # Both true boxes are found, and the full over-prediction penalty (capped at 1) is taken off.
-    assert result["iou"] == pytest.approx(0.3 * math.log(2))
+    # Entries past MAX_BOX_ENTRIES are counted, not read, so the fence is not a readable answer (no json point).
+    assert result["format"] == 0.5
+    # Both true boxes are found (they come first), and the full over-prediction penalty takes it all back.
+    assert result["iou"] == 0.0
+    assert grounding_score(fenced(json.dumps(TRUE)), TRUE)["iou"] == pytest.approx(1 + 0.3 * math.log(2))
 
 
 def test_regex_fallback_counts_every_entry():

@@ -160,3 +160,38 @@ def test_one_source_samples_have_no_anchors():
     train_step(engine, lambda: [prompt(0, ("visible",)), prompt(1)], 1, settings())
     anchors = [r for r in engine.generate_calls[0] if r.is_anchor]
     assert {r.group_id for r in anchors} == {"s1g0p1"}
+
+
+def test_equal_rewards_of_rollouts_and_anchors_give_exactly_zero_advantage():
+    # G=14, K=2, every reward 0.7: the rollouts' float32 token rewards and the anchors' rewards form one union
+    engine = FakeEngine(lambda i, src, gid: 0.7)
+    train_step(engine, feeder(range(10)), 1, settings("actor_rollout_ref.rollout.n=14"))
+    update = engine.updates[0]
+    assert len(update.rows) == 28 and (update.advantages == 0).all()
+
+
+def test_a_nan_reward_from_the_engine_scores_zero_and_is_counted(caplog):
+    # verl's reward loop hands a NaN through; the step applies the local engine's rule to every engine
+    engine = FakeEngine(lambda i, src, gid: float("nan") if (i, src) == (1, "visible") else float(i))
+    with caplog.at_level("WARNING", logger="mars.trainer.rewards"):
+        metrics = train_step(engine, feeder(range(10)), 1, settings())
+    assert "not finite" in caplog.text
+    assert metrics["mars/anchor_reward/visible"] == pytest.approx(0.0)  # prompt 0's 0.0 and prompt 1's NaN -> 0
+    assert metrics["reward/reward_error"] == 0.0  # counted on the anchor row, the trained rows are clean
+    assert torch.isfinite(engine.updates[0].advantages).all()
+
+
+def test_prompt_sampler_stops_after_total_epochs_of_batches():
+    from mars.trainer.dataset import DataExhausted, PromptSampler
+
+    sampler = PromptSampler([prompt(i) for i in range(5)], batch_size=2, seed=0, max_epochs=2)  # 2 batches an epoch
+    drawn = [sorted(s.index for s in sampler.next_batch()) for _ in range(4)]
+    assert sampler.epoch == 1 and len(drawn) == 4
+    with pytest.raises(DataExhausted, match="total_epochs=2 x 2 batches per epoch"):
+        sampler.next_batch()
+    # the step does not swallow it: a DAPO step that runs out of data ends the run instead of training
+    engine = FakeEngine(lambda i, src, gid: 1.0 if not src else 0.0)
+    with pytest.raises(DataExhausted):
+        train_step(engine, PromptSampler([prompt(i) for i in range(4)], 2, 0, max_epochs=1).next_batch, 1,
+                   dapo("mars.filter_mode=dapo"))
+    assert not engine.updates

@@ -207,6 +207,11 @@ def fake_log_prob(tokens: torch.Tensor, version: int) -> torch.Tensor:
     return -((tokens % 50) + 1).float() / 100 - 0.001 * version
 
 
+def fake_sum_pi_squared(tokens: torch.Tensor) -> torch.Tensor:
+    """The fake policy's sum of squared probabilities at each position (verl's calculate_sum_pi_squared)."""
+    return (tokens % 7).float() / 10
+
+
 class FakeActorWorkerGroup:
     """The FSDP actor/ref worker group as verl's trainer calls it: no-padding TensorDicts in, verl's outputs back."""
 
@@ -228,15 +233,18 @@ class FakeActorWorkerGroup:
         input_ids = data["input_ids"]
         assert input_ids.is_nested, "verl's workers take no-padding (nested) input_ids"
         values, offsets = input_ids.values(), input_ids.offsets()
-        log_probs = torch.zeros(values.shape[0])
+        log_probs, sum_pi_squared = torch.zeros(values.shape[0]), torch.zeros(values.shape[0])
         for start, end in zip(offsets[:-1].tolist(), offsets[1:].tolist()):
             log_probs[start : end - 1] = fake_log_prob(values[start + 1 : end], version)  # position t scores t+1
+            sum_pi_squared[start : end - 1] = fake_sum_pi_squared(values[start + 1 : end])
         nested = lambda v: torch.nested.nested_tensor_from_jagged(v, offsets=offsets)  # noqa: E731
         self.log_prob_calls.append({"uid": tu.get(data, "uid"), "version": version,
                                     "global_token_num": tu.get(data, "global_token_num")})
         metrics = {"mfu": 0.25} if tu.get(data, "global_token_num") is not None else {}
-        return tu.get_tensordict({"log_probs": nested(log_probs), "entropy": nested(torch.full_like(log_probs, 0.5))},
-                                 non_tensor_dict={"metrics": metrics})
+        outputs = {"log_probs": nested(log_probs), "entropy": nested(torch.full_like(log_probs, 0.5))}
+        if tu.get(data, "calculate_sum_pi_squared"):
+            outputs["sum_pi_squared"] = nested(sum_pi_squared)
+        return tu.get_tensordict(outputs, non_tensor_dict={"metrics": metrics})
 
     def compute_log_prob(self, data):
         return self._forward(data, self.version)
@@ -254,6 +262,7 @@ class FakeActorWorkerGroup:
             "advantages": data["advantages"].clone(),
             "old_log_probs": data["old_log_probs"].clone(),
             "ref_log_prob": data["ref_log_prob"].clone() if "ref_log_prob" in data.keys() else None,
+            "sum_pi_squared": data["sum_pi_squared"].clone() if "sum_pi_squared" in data.keys() else None,
             "mini_batch_size": tu.get(data, "mini_batch_size"),
             "temperature": tu.get(data, "temperature"),
         })
@@ -321,7 +330,7 @@ def compose(tokenizer_dir, data_dir, out_dir, preset="grpo", *extra):
         f"data.train_files={data_dir}/train.parquet",
         f"data.val_files={data_dir}/val.parquet",
         f"data.train_batch_size={N_PROMPTS}",
-        "data.max_prompt_length=32",
+        "data.max_prompt_length=256",  # the longest variant of the synthetic data: 2 x 18 image tokens + the text
         "data.max_response_length=48",
         "data.dataloader_num_workers=0",
         "data.seed=0",
@@ -426,6 +435,8 @@ def check_updates(trainer, answered: list[dict], norm_by_std: bool = True) -> No
         assert torch.allclose(update["old_log_probs"][row][mask], fake_log_prob(tokens, version))
         if update["ref_log_prob"] is not None:
             assert torch.allclose(update["ref_log_prob"][row][mask], fake_log_prob(tokens, 0))
+        if update["sum_pi_squared"] is not None:  # kept from the old-log-prob call, with its own row
+            assert torch.allclose(update["sum_pi_squared"][row][mask], fake_sum_pi_squared(tokens))
 
 
 def check_one_request(call: dict, rollout_temperature: float) -> None:
@@ -447,12 +458,21 @@ def test_grpo_fit_validates_trains_checkpoints_and_resumes(tokenizer_dir, depth_
     verl's checkpoint at the last step; then a resumed run continues at step 3 from that checkpoint."""
     ANSWERED.clear()
     cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "grpo", "trainer.total_training_steps=2",
-                  "trainer.save_freq=2", "trainer.test_freq=2", "trainer.val_before_train=true")
+                  "trainer.save_freq=2", "trainer.test_freq=2", "trainer.val_before_train=true",
+                  "actor_rollout_ref.actor.calculate_sum_pi_squared=true")
     trainer = build_trainer(cfg, tokenizer_dir)
+    batch_ends = []
+    trainer.train_dataset.on_batch_end = lambda batch: batch_ends.append(list(batch.non_tensor_batch["uid"]))
     logged = []
-    from verl.utils import tracking
+    from mars.trainer.tracking import MetricsLog
 
-    monkeypatch.setattr(tracking.Tracking, "log", lambda self, data, step, *a, **k: logged.append((step, dict(data))))
+    original_log = MetricsLog.log
+
+    def record(self, metrics, step, *args, **kwargs):
+        logged.append((step, dict(metrics)))
+        return original_log(self, metrics, step, *args, **kwargs)
+
+    monkeypatch.setattr(MetricsLog, "log", record)
     monkeypatch.setattr("mars.engines.verl.trainer.VerlEngine", recording_engine_class())
     trainer.fit()
 
@@ -477,6 +497,21 @@ def test_grpo_fit_validates_trains_checkpoints_and_resumes(tokenizer_dir, depth_
         assert key in steps[1], key
     # p0 has every rollout right: GRPO sees no signal there, MARS does (the rgb anchor is wrong)
     assert steps[1]["mars/signal_mars_only"] > 0
+    # verl's debug metrics where the data exists: rollout log-probs (-0.5 per token) vs the actor's, variance proxy
+    for key in ("training/rollout_probs_diff_mean", "training/rollout_actor_probs_pearson_corr",
+                "variance_proxy/expected_w", "variance_proxy/proxy1_signal_strength"):
+        assert key in steps[1], key
+    # generation time per token over every generated token (anchors too), the slowest row labelled as any row
+    assert steps[1]["timing_per_token_ms/gen"] == pytest.approx(
+        1000 * steps[1]["timing_s/gen"] / steps[1]["mars/generated_tokens"])
+    assert steps[1]["mars/generated_tokens"] > steps[1]["response_length/mean"] * N_PROMPTS * N_ROLLOUTS
+    assert "agent_loop/slowest_of_all_rows/response_length" in steps[1]
+    assert not any(k.startswith("agent_loop/slowest/") for k in steps[1])
+    # verl's per-step hooks: the skip manager's step, the dataset's on_batch_end after every step but the last
+    from verl.utils.skip.skip_manager import SkipManager
+
+    assert SkipManager.step == 2
+    assert len(batch_ends) == 1 and batch_ends[0] == trainer.actor_rollout_wg.updates[0]["uid"]
 
     run = tmp_path / "run"
     assert (run / "latest_checkpointed_iteration.txt").read_text() == "2"
@@ -569,3 +604,111 @@ def test_engine_refuses_what_verl_cannot_serve(tokenizer_dir, depth_data, tmp_pa
         engine.generate([request], int(cfg.data.max_response_length))
     with pytest.raises(ValueError, match="response_length"):
         engine.generate([request], 7)
+
+
+def test_both_engines_score_with_the_same_default_reward_and_overlong_buffer(tokenizer_dir, depth_data, tmp_path,
+                                                                            caplog):
+    """No reward path and the DAPO preset's 4096-token buffer with a 24-token limit: verl's reward loop (naive
+    fallback: verl's default_compute_score raises for MARS data; DAPO manager: asserts the buffer fits) scores
+    every row exactly as the local engine's score_rows does, with MARS's reward and a buffer of half the limit."""
+    from mars.engines.verl import VerlEngine
+    from mars.engines.verl.trainer import PromptStream
+    from mars.trainer.requests import build_requests
+    from mars.trainer.rewards import load_reward_fn, score_rows
+    from mars.trainer.step import StepSettings
+
+    ANSWERED.clear()
+    overrides = ("reward.custom_reward_function.path=null", "reward.reward_kwargs.overlong_buffer_cfg.len=4096",
+                 "data.max_response_length=24")
+    with caplog.at_level("WARNING", logger="mars.trainer.rewards"):
+        cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo", *overrides)
+        trainer = build_trainer(cfg, tokenizer_dir)
+    assert "overlong_buffer_cfg.len=4096 is longer than data.max_response_length=24: using 12" in caplog.text
+    trainer.global_steps = 1
+    engine = VerlEngine(trainer)
+    settings = StepSettings.from_config(cfg)
+    requests = build_requests(PromptStream(trainer.train_dataloader)(), "s1g0", N_ROLLOUTS, settings.sampling, cfg.mars)
+    rows = engine.generate(requests, settings.max_response_length)
+    engine.score(rows)
+
+    local_cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo", *overrides)
+    local_rows = rows.select(np.arange(len(rows)))
+    score_rows(local_rows, load_reward_fn(local_cfg), local_cfg.reward.reward_kwargs.overlong_buffer_cfg, 24)
+    assert local_cfg.reward.reward_kwargs.overlong_buffer_cfg.len == 12
+    np.testing.assert_allclose(rows.rewards, local_rows.rewards, atol=1e-6)
+    task = np.array([vqa_score(text, r.sample.ground_truth)["score"] for text, r in zip(rows.texts, requests)])
+    assert (rows.rewards < task).any()  # the 12-token buffer shapes the longer answers
+
+
+def batch_indices(samples) -> list[int]:
+    return [s.index for s in samples]
+
+
+@pytest.mark.parametrize("global_steps", [3, 6])
+def test_resume_continues_at_the_batch_dynamic_sampling_reached(tokenizer_dir, depth_data, tmp_path, global_steps):
+    """DAPO drew 7 batches (6 per epoch) in `global_steps` steps. A resumed run draws the 8th next, and counts epochs
+    by batches. verl restores the dataloader only when the step number is not a multiple of the epoch (step 6 would
+    replay the data from the start), and its epoch is global_steps // batches per epoch (step 3 would say epoch 0)."""
+    cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo")
+    trainer = build_trainer(cfg, tokenizer_dir)
+    trainer.prompts = stream = trainer._prompt_stream()
+    assert stream.batches_per_epoch == 6
+    for _ in range(7):
+        stream()
+    trainer.global_steps = global_steps
+    trainer._save_checkpoint()
+    expected = batch_indices(stream())
+
+    resumed = build_trainer(compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo"), tokenizer_dir)
+    resumed._load_checkpoint()
+    assert resumed.global_steps == global_steps
+    restored = resumed._prompt_stream()
+    assert restored.batches == 7 and restored.epoch == 1
+    assert batch_indices(restored()) == expected and restored.epoch == 1
+
+
+def test_dapo_run_ends_when_total_epochs_of_data_are_drawn(tokenizer_dir, depth_data, tmp_path, capsys):
+    """One epoch is 6 batches and each DAPO step here draws 2 (the filter drops p1 of each batch): with
+    trainer.total_epochs=1 the run ends after step 3 although total_training_steps is 5, as verl's DAPO recipe."""
+    ANSWERED.clear()
+    cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo", "trainer.total_epochs=1",
+                  "trainer.total_training_steps=5", "trainer.save_freq=-1", "trainer.test_freq=-1",
+                  "trainer.val_before_train=false", "reward.reward_kwargs.overlong_buffer_cfg.len=16")
+    trainer = build_trainer(cfg, tokenizer_dir)
+    trainer.fit()
+    assert len(trainer.actor_rollout_wg.updates) == 3
+    assert trainer.prompts.batches == 6 and trainer.prompts.epoch == 0
+    captured = capsys.readouterr()
+    assert "the training data is used up: 6 batches = trainer.total_epochs=1" in captured.out + captured.err
+
+
+def test_a_variant_longer_than_the_rollout_prompt_length_stops_the_run_before_training(tokenizer_dir, depth_data,
+                                                                                      tmp_path):
+    """The synthetic prompts need 36 image tokens plus their text: with a 40-token prompt_length verl's agent loop
+    would refuse them mid-step; the trainer refuses the data when it is built, naming the row and the fix."""
+    from mars.trainer.dataset import BadDataError
+
+    cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "grpo", "data.max_prompt_length=40")
+    with pytest.raises(BadDataError, match=r"train.parquet row 0: the multi-source prompt has \d+ tokens \(36 image "
+                                           r"\+ \d+ text tokens\), more than rollout.prompt_length=40"):
+        build_trainer(cfg, tokenizer_dir)
+
+
+def test_a_nan_reward_scores_zero_on_the_verl_engine_too(tokenizer_dir, depth_data, tmp_path):
+    """verl's reward loop passes a NaN from the reward function through; the step scores it 0 and counts it, as the
+    local engine's score_rows does, instead of stopping in the advantage."""
+    from mars.engines.verl.trainer import PromptStream
+    from mars.trainer.step import StepSettings, train_step
+
+    reward_file = tmp_path / "nan_reward.py"
+    reward_file.write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):\n"
+                           "    return float('nan') if ' rgb ' in solution_str else 1.0\n")
+    ANSWERED.clear()
+    cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "grpo",
+                  f"reward.custom_reward_function.path={reward_file}")
+    trainer = build_trainer(cfg, tokenizer_dir)
+    trainer.global_steps = 1
+    engine = trainer.engine = recording_engine_class()(trainer)
+    metrics = train_step(engine, PromptStream(trainer.train_dataloader), 1, StepSettings.from_config(cfg))
+    assert metrics["mars/anchor_reward/rgb"] == 0.0 and metrics["mars/anchor_reward/depth"] == 1.0
+    assert torch.isfinite(trainer.actor_rollout_wg.updates[-1]["advantages"]).all()

@@ -159,6 +159,24 @@ def test_generation_batch_refuses_rows_of_different_schemas():
         generation_batch(requests)
 
 
+def test_rows_returned_out_of_request_order_are_caught_by_their_prompt_tokens(verl_cfg):
+    from mars.engines.verl.generation import check_prompts_follow_requests, join_request_fields
+
+    samples = samples_from_batch(collated_batch())
+    requests = build_requests(samples, "s1g0", 3, Sampling(True, 1.0, 0.9), verl_cfg.mars, with_anchors=True)
+    generation = generation_batch(requests)
+    # the agent loop's output: one prompt-token row per request (a stand-in tokenisation of its messages)
+    tokens = {id(r.messages): 10 * (k + 1) for k, r in enumerate(requests)}
+    prompts = torch.tensor([[0, tokens[id(r.messages)], 1] for r in requests])
+    output = DataProto(batch=TensorDict({"prompts": prompts}, batch_size=(len(requests),)), non_tensor_batch={})
+    check_prompts_follow_requests(requests, join_request_fields(output, generation))
+    swapped = prompts.clone()
+    swapped[[1, 6]] = prompts[[6, 1]]  # a rollout of p0 and one of p1 trade places; uids still joined in order
+    output = DataProto(batch=TensorDict({"prompts": swapped}, batch_size=(len(requests),)), non_tensor_batch={})
+    with pytest.raises(RuntimeError, match="out of request order"):
+        check_prompts_follow_requests(requests, join_request_fields(output, generation))
+
+
 # ------------------------------------------------------------------------------------------------ payload
 
 

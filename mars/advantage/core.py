@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from mars.advantage.groups import as_float_tensor, group_stats, index_groups
@@ -45,10 +46,11 @@ def compute_mars_advantage(
 
     Returns:
         (N,) advantages: a tensor of the dtype and device of ``scores`` when it is a floating tensor, else float64.
-        Computed in float64 and independent of the order of rows.
+        Computed in float64 and independent of the order of rows. The union has one dtype: when ``scores`` is
+        a floating tensor (verl's float32 rewards), the anchors' rewards are first rounded to its dtype.
     """
     rewards = as_float_tensor(scores, "scores")
-    anchors = as_float_tensor([] if anchor_scores is None else anchor_scores, "anchor_scores")
+    anchors = as_float_tensor(_in_dtype_of(scores, anchor_scores), "anchor_scores")
     n_anchor_ids = 0 if anchor_group_ids is None else len(anchor_group_ids)
     if len(anchors) != n_anchor_ids:
         raise ValueError(f"anchor_scores has {len(anchors)} rows but anchor_group_ids has {n_anchor_ids}")
@@ -73,3 +75,17 @@ def compute_mars_advantage(
     if isinstance(scores, torch.Tensor) and scores.is_floating_point():
         return advantages.to(dtype=scores.dtype, device=scores.device)
     return advantages
+
+
+def _in_dtype_of(scores: Any, anchor_scores: Any) -> Any:
+    """The anchors' rewards rounded to the precision the responses' rewards arrive in (e.g. verl's float32
+    token-level rewards), so that equal rewards are equal in the union: 0.7 in float32 and 0.7 in float64 differ
+    by 1e-8, which the division by a 1e-8 std would blow up into a spurious advantage."""
+    if anchor_scores is None:
+        return []
+    if isinstance(scores, torch.Tensor) and scores.is_floating_point():
+        anchors = anchor_scores
+        if not isinstance(anchors, torch.Tensor):
+            anchors = torch.as_tensor(np.asarray(anchors, dtype=np.float64))
+        return anchors.to(scores.dtype)
+    return anchor_scores

@@ -41,6 +41,7 @@ IMAGE_TOO_LARGE = "image_too_large"
 IMAGE_TOO_SMALL = "image_too_small"
 BAD_GROUND_TRUTH = "bad_ground_truth"
 EMPTY_DATASET = "empty_dataset"
+PROMPT_TOO_LONG = "prompt_too_long"
 # Warning kinds (reported, exit code stays 0).
 MIXED_SOURCES = "mixed_sources"
 RESIZED_GROUNDING = "resized_grounding_image"
@@ -66,6 +67,18 @@ class ImageFacts:
     size: Optional[tuple[int, int]]
     kind: Optional[str] = None
     detail: str = ""
+
+
+@dataclass(frozen=True)
+class LengthLimit:
+    """What a prompt must fit: the rollout's ``prompt_length`` (verl's agent loop refuses a longer multimodal prompt)
+    for the multi-source prompt and every mono-source variant of ``variant_mode``. ``tokenizer`` counts the text with
+    the chat template; without one only the image tokens are counted (a lower bound: no false alarms)."""
+
+    max_prompt_length: int
+    variant_mode: str = "duplicate"
+    tokenizer: Any = None
+    factor: int = PATCH_FACTOR  # pixels per merged patch side: 28 for Qwen2.5-VL, 32 for Qwen3-VL
 
 
 @dataclass
@@ -128,12 +141,13 @@ def validate_row(
     decode: bool = True,
     row_index: Optional[int] = None,
     file: Optional[str] = None,
+    length_limit: Optional[LengthLimit] = None,
 ) -> list[Problem]:
     """The problems of one row (empty when it is fine). Messages start with ``FILE row N:`` when ``file`` /
     ``row_index`` are given; each ``Problem`` has a ``kind`` (the constants of this module)."""
     return inspect_row(
         row, base_dir, reward=reward, min_pixels=min_pixels, max_pixels=max_pixels, decode=decode,
-        row_index=row_index, file=file,
+        row_index=row_index, file=file, length_limit=length_limit,
     ).problems
 
 
@@ -148,6 +162,7 @@ def inspect_row(
     row_index: Optional[int] = None,
     file: Optional[str] = None,
     image_cache: Optional[dict] = None,
+    length_limit: Optional[LengthLimit] = None,
 ) -> RowFindings:
     """Problems, warnings and source names of one row (``validate_row`` returns just the problems)."""
     where = " ".join(part for part in (file, None if row_index is None else f"row {row_index}") if part)
@@ -173,6 +188,8 @@ def inspect_row(
     images = row["images"] if isinstance(row["images"], list) else []
     sizes = _check_images(images, base_dir, min_pixels, max_pixels, decode, image_cache, problem, found)
     _check_ground_truth(row, reward, sizes, problem, warning)
+    if length_limit is not None and not found.problems:
+        _check_prompt_length(row, sizes, found.sources, length_limit, min_pixels, max_pixels, problem)
 
     extra = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
     listed = extra.get("image_sources")
@@ -241,6 +258,66 @@ def _check_images(images, base_dir, min_pixels, max_pixels, decode, cache, probl
             "(anchors are reported per source)",
         )
     return sizes
+
+
+def image_tokens(size: tuple[int, int], min_pixels: int, max_pixels: int, factor: int = PATCH_FACTOR) -> int:
+    """Prompt tokens of one image: one per merged patch of the processor-resized image, plus its vision start and
+    end markers (Qwen2.5-VL / Qwen3-VL)."""
+    from mars.rewards.coords import smart_resize
+
+    width, height = size
+    resized_h, resized_w = smart_resize(height, width, factor, min_pixels, max_pixels)
+    return (resized_h // factor) * (resized_w // factor) + 2
+
+
+def variant_image_tokens(tokens: list[int], mode: str) -> list[int]:
+    """Image tokens of each source's mono-source variant: ``duplicate`` shows source k in every slot (K times its
+    tokens: longer than the prompt when k is the largest image), ``blank`` keeps every slot's size, ``drop`` keeps
+    source k's slot alone."""
+    if mode == "duplicate":
+        return [len(tokens) * t for t in tokens]
+    if mode == "blank":
+        return [sum(tokens)] * len(tokens)
+    return list(tokens)
+
+
+def text_tokens(prompt: list, tokenizer: Any) -> int:
+    """Tokens of the prompt's text with the chat template, image placeholders removed (0 without a tokenizer)."""
+    if tokenizer is None:
+        return 0
+    messages = [{**m, "content": str(m.get("content", "")).replace(schema.IMAGE_PLACEHOLDER, "")} for m in prompt]
+    if getattr(tokenizer, "chat_template", None):
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = ids["input_ids"] if hasattr(ids, "keys") else ids
+    else:
+        ids = tokenizer("".join(m["content"] for m in messages))["input_ids"]
+    return len(ids)
+
+
+def _check_prompt_length(row, sizes, sources, limit: LengthLimit, min_pixels, max_pixels, problem) -> None:
+    """The longest of the multi-source prompt and its variants against the rollout's prompt length."""
+    if not sizes or any(size is None for size in sizes):
+        return
+    tokens = [image_tokens(size, min_pixels, max_pixels, limit.factor) for size in sizes]
+    text = text_tokens(row["prompt"], limit.tokenizer)
+    names = sources if len(sources) == len(sizes) else [f"image {k}" for k in range(len(sizes))]
+    lengths = {"the multi-source prompt": sum(tokens)}
+    if len(sizes) >= 2:  # one source: no anchors
+        for name, count in zip(names, variant_image_tokens(tokens, limit.variant_mode)):
+            lengths[f"the {name} variant ({limit.variant_mode})"] = count
+    which, images = max(lengths.items(), key=lambda item: item[1])
+    if text + images <= limit.max_prompt_length:
+        return
+    counted = f"{images} image + {text} text tokens" if limit.tokenizer is not None else f"{images} image tokens"
+    fix = "resize its largest image offline or lower the processor's max_pixels"
+    if which != "the multi-source prompt" and limit.variant_mode == "duplicate":
+        fix += ", or set mars.variant_mode=blank (same length as the prompt) or drop"
+    problem(
+        PROMPT_TOO_LONG,
+        f"{which} has {text + images} tokens ({counted}), more than rollout.prompt_length="
+        f"{limit.max_prompt_length}: verl's agent loop refuses it and the step stops. Raise data.max_prompt_length "
+        f"to at least {text + images}, or {fix}",
+    )
 
 
 def _explain(facts: ImageFacts, path: Any, base_dir: Optional[str], max_pixels: int) -> str:
@@ -389,6 +466,7 @@ def check_dataset(
     limit_errors: int = 20,
     decode: bool = True,
     progress: bool = False,
+    length_limit: Optional[LengthLimit] = None,
 ) -> CheckReport:
     """Validate every row of a dataset (see the module docstring); never raises for bad rows, only for a
     path that is not a dataset at all."""
@@ -406,7 +484,7 @@ def check_dataset(
             else:
                 findings = inspect_row(
                     row, base_dir, reward=reward, min_pixels=min_pixels, max_pixels=max_pixels, decode=decode,
-                    row_index=index, file=name, image_cache=cache,
+                    row_index=index, file=name, image_cache=cache, length_limit=length_limit,
                 )
                 if first_missing is None and any(p.kind == MISSING_IMAGE for p in findings.problems):
                     first_missing = _first_relative_path(file, row)
@@ -474,4 +552,28 @@ def _check_consistency(report: CheckReport) -> None:
             report.warning_examples.append(
                 f"rows with {count} images name their sources in {len(patterns)} different ways ({shown}): "
                 "use one naming (e.g. `mars data convert to-parquet --sources a,b`) unless the mix is intended"
+            )
+
+
+def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None) -> None:
+    """Before training: every training prompt and mono-source variant fits ``actor_rollout_ref.rollout.prompt_length``
+    (image headers only). Raises ``BadDataError`` naming the rows and the fix, like ``mars data check
+    --max-prompt-length``. The processor's image settings are used when given, else Qwen2.5-VL's."""
+    from mars.trainer.dataset import BadDataError
+
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None) or {}
+    min_pixels = int(getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or DEFAULT_MIN_PIXELS)
+    max_pixels = int(getattr(image_processor, "max_pixels", None) or size.get("longest_edge") or DEFAULT_MAX_PIXELS)
+    factor = int(getattr(image_processor, "patch_size", 14) or 14) * int(getattr(image_processor, "merge_size", 2) or 2)
+    limit = LengthLimit(int(cfg.actor_rollout_ref.rollout.prompt_length), str(cfg.mars.variant_mode), tokenizer, factor)
+    files = cfg.data.train_files
+    for path in [files] if isinstance(files, str) else list(files):
+        report = check_dataset(str(path), min_pixels=min_pixels, max_pixels=max_pixels, decode=False,
+                               length_limit=limit)
+        if report.errors.get(PROMPT_TOO_LONG):
+            too_long = [example for example in report.examples if "rollout.prompt_length=" in example]
+            raise BadDataError(
+                f"data.train_files: {report.errors[PROMPT_TOO_LONG]} row(s) of {path} have a prompt or mono-source "
+                f"variant longer than rollout.prompt_length={limit.max_prompt_length}:\n  " + "\n  ".join(too_long)
             )

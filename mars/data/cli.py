@@ -1,10 +1,15 @@
-"""``mars data``: build, convert and check multi-source datasets.
+"""mars data: build, convert and check multi-source datasets.
 
-    mars data synth --task ir_grounding --out data/synth/ir_grounding --num 2000 --seed 0
-    mars data convert to-parquet data/llvip_eval.json data/llvip/test.parquet [--sources visible,infrared]
-    mars data convert to-json data/synth/ir_grounding/test.parquet data/synth/ir_grounding/test.json
-    mars data convert to-sft data/synth/ir_grounding/train.parquet data/synth/ir_grounding/sft.json
-    mars data check data/synth/ir_grounding [--reward auto] [--max-pixels 12845056]
+examples (each one runs as written, in this order, from the repository root):
+  mars data synth --task depth_vqa --out outputs/data/depth_vqa --num 200 --seed 0
+  mars data check outputs/data/depth_vqa
+  mars data convert to-json outputs/data/depth_vqa/test.parquet outputs/data/depth_vqa/test_questions.json
+  mars data convert to-parquet outputs/data/depth_vqa/test_questions.json outputs/data/depth_vqa/test_again.parquet
+  mars data convert to-sft outputs/data/depth_vqa/train.parquet outputs/data/depth_vqa/sft.json
+  mars data convert to-parquet tests/data/reference-data/llvip_eval.json outputs/data/llvip/test.parquet
+
+to-json keeps the question exactly as training showed it (with the answer-format instruction), so that inference
+asks the model what it was trained on; --strip-instruction removes the instruction.
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     to_json.add_argument("input")
     to_json.add_argument("output")
     to_json.add_argument("--include-sources", action="store_true", help="keep each image part's 'source' key")
-    to_json.add_argument("--keep-instruction", action="store_true", help="keep the appended think/answer instruction")
+    to_json.add_argument("--strip-instruction", action="store_true",
+                         help="drop the think/answer instruction that training appended (kept by default)")
+    to_json.add_argument("--keep-instruction", action="store_true", help=argparse.SUPPRESS)  # the default now
     to_sft = kinds.add_parser("to-sft", help="parquet -> LLaMA-Factory multimodal SFT JSON (cold start)")
     to_sft.add_argument("input")
     to_sft.add_argument("output")
@@ -75,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     chk.add_argument("--limit-errors", type=int, default=20, help="how many problem rows to print")
     chk.add_argument("--base-dir", default=None, help="directory relative image paths start from (default: cwd)")
     chk.add_argument("--header-only", action="store_true", help="read image headers only (faster, misses corruption)")
+    chk.add_argument("--max-prompt-length", type=int, default=None,
+                     help="also check that every prompt and mono-source variant fits this many tokens (the rollout's "
+                          "prompt_length = data.max_prompt_length); text is counted with --tokenizer")
+    chk.add_argument("--variant-mode", default="duplicate", choices=("duplicate", "blank", "drop"),
+                     help="mars.variant_mode of the run, for --max-prompt-length")
+    chk.add_argument("--tokenizer", default=None, help="model or tokenizer path that counts the text tokens")
     return parser
 
 
@@ -115,7 +128,8 @@ def _convert(args) -> int:
         print(f"wrote {len(rows)} rows to {args.output}; source names {[list(n) for n in names][:3]}")
     elif args.kind == "to-json":
         items = convert.parquet_to_reference_json(
-            args.input, args.output, include_sources=args.include_sources, keep_instruction=args.keep_instruction
+            args.input, args.output, include_sources=args.include_sources,
+            keep_instruction=not args.strip_instruction,
         )
         print(f"wrote {len(items)} questions to {args.output}")
     else:
@@ -125,9 +139,18 @@ def _convert(args) -> int:
 
 
 def _check(args) -> int:
+    limit = None
+    if args.max_prompt_length is not None:
+        tokenizer = None
+        if args.tokenizer:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
+        limit = check.LengthLimit(args.max_prompt_length, args.variant_mode, tokenizer)
     report = check.check_dataset(
         args.path, reward=args.reward, base_dir=args.base_dir, min_pixels=args.min_pixels,
         max_pixels=args.max_pixels, limit_errors=args.limit_errors, decode=not args.header_only, progress=True,
+        length_limit=limit,
     )
     print(report.summary())
     return report.exit_code

@@ -169,6 +169,9 @@ def reference_item_to_row(
     value, problem = schema.parse_ground_truth(ground_truth, reward)
     if problem and validate_ground_truth:
         raise ValueError(f"{where}: bad ground truth: {problem}")
+    suffix = " " + schema.FORMAT_INSTRUCTION if instruction else ""
+    if suffix and text.endswith(suffix):  # a question exported with its instruction (to-json): not a second one
+        text = text[: -len(suffix)]
     extra = item.get("extra_info")
     reference_extra = NO_EXTRA_INFO if "extra_info" not in item else json.dumps(extra, ensure_ascii=False)
     row = schema.make_row(
@@ -183,7 +186,7 @@ def reference_item_to_row(
         task=data_source,
         image_size=read_image_size(images[0], base_dir) if base_dir is not None else None,
         coord_format=coord_format,
-        prompt_suffix=" " + schema.FORMAT_INSTRUCTION if instruction else "",
+        prompt_suffix=suffix,
         reference_extra_info=reference_extra,
     )
     if problem:  # only reached with validate_ground_truth=False: keep the raw value for the checker to report
@@ -289,12 +292,13 @@ def user_text(row: dict[str, Any]) -> str:
 
 
 def row_to_reference_item(
-    row: dict[str, Any], *, include_sources: bool = False, keep_instruction: bool = False
+    row: dict[str, Any], *, include_sources: bool = False, keep_instruction: bool = True
 ) -> dict[str, Any]:
     """One row as a reference question item (the inverse of ``reference_item_to_row``).
 
-    The format instruction recorded in ``extra_info["prompt_suffix"]`` is stripped unless
-    ``keep_instruction``; ``include_sources`` adds each image part's ``"source"`` key. The item's
+    The question is the training prompt's text: the format instruction recorded in ``extra_info["prompt_suffix"]``
+    stays, so that a model is asked at inference what it was trained on (without it, a tiny model's answers do not
+    parse at all); ``keep_instruction=False`` strips it (for a reference file that had none). ``include_sources`` adds each image part's ``"source"`` key. The item's
     ``extra_info`` is the reference one for converted rows, and a summary (index, task, scenario, sources) for
     synthetic rows.
     """
@@ -341,7 +345,7 @@ def write_json(items: Any, path: str) -> None:
 
 
 def parquet_to_reference_json(
-    parquet_path: str, out_path: str, *, include_sources: bool = False, keep_instruction: bool = False
+    parquet_path: str, out_path: str, *, include_sources: bool = False, keep_instruction: bool = True
 ) -> list[dict[str, Any]]:
     items = [
         row_to_reference_item(row, include_sources=include_sources, keep_instruction=keep_instruction)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from mars.evaluation import evaluate
+from mars.evaluation import evaluate, reference
 from mars.evaluation.results import ResultsError, grounding_truth, load_results, vqa_truth
 from mars.rewards import coords
 
@@ -77,12 +77,19 @@ def evaluate_items(args: argparse.Namespace, items: list[dict[str, Any]]) -> dic
                 evaluate.generated_text(item["content"]),
                 grounding_truth(path, index, item["ground_truth"]),
                 item_settings(args, path, index, item),
+                reference_text=reference.generation(item["content"]),
             )
             for index, item in enumerate(items)
         ]
         return evaluate.grounding_report(samples, args.threshold)
     samples = [
-        evaluate.vqa_sample(evaluate.generated_text(item["content"]), vqa_truth(path, index, item["ground_truth"]))
+        evaluate.vqa_sample(
+            evaluate.generated_text(item["content"]),
+            vqa_truth(path, index, item["ground_truth"]),
+            reference_text=reference.generation(item["content"]),
+            # The reference reads the ground truth as written (an <answer> wrapper included).
+            reference_truth=item["ground_truth"] if isinstance(item["ground_truth"], str) else None,
+        )
         for index, item in enumerate(items)
     ]
     return evaluate.vqa_report(samples, args.threshold)

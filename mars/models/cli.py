@@ -1,9 +1,9 @@
-"""``mars model``: build models locally.
+"""mars model: build models locally.
 
-    mars model tiny --out DIR [--arch qwen2_5_vl|qwen3_vl] [--seed S] [--corpus FILE ...] [--dtype float32|bfloat16]
-                    [--overwrite]
+example:
+  mars model tiny --out outputs/tiny_qwen3_vl --arch qwen3_vl
 
-``tiny`` writes a random-init Qwen2.5-VL or Qwen3-VL of a few hundred thousand parameters, with a locally trained
+tiny writes a random-init Qwen2.5-VL or Qwen3-VL of a few hundred thousand parameters, with a locally trained
 tokenizer and the processor, as a Hugging Face directory. Nothing is downloaded.
 """
 

@@ -1,4 +1,4 @@
-"""Box geometry: IoU matrix, optimal one-to-one matching, and the reference grounding IoU score.
+"""Box geometry: IoU matrix, optimal one-to-one matching (evaluation), and the grounding reward's IoU part.
 
 Boxes are ``[x1, y1, x2, y2]`` with x1 < x2 and y1 < y2. A box with x2 <= x1 or y2 <= y1 has zero area and
 overlaps nothing (it is not silently reordered: a reversed box is a wrong answer).
@@ -12,16 +12,18 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from mars.rewards.parsing import COORD_LIMIT, Box
+from mars.rewards.parsing import COORD_LIMIT, MAX_BOX_ENTRIES, Box
 
 # At most this many predicted (and true) boxes enter the matching; the full count still drives the
-# over-prediction penalty. Matching is O(n^3); 1000 x 11 takes about a millisecond.
-MAX_MATCHED_BOXES = 1000
+# over-prediction penalty. Matching is O(n^3); 1000 x 11 takes about a millisecond. The parser reads no more
+# entries than this anyway.
+MAX_MATCHED_BOXES = MAX_BOX_ENTRIES
 # A matched pair earns its IoU only above this value (reference reward rule).
 IOU_CREDIT_THRESHOLD = 0.3
-# Over-prediction penalty: PENALTY_RATE per surplus box relative to the number of true boxes, capped.
+# Over-prediction penalty: PENALTY_RATE per surplus box relative to the number of true boxes, capped at the
+# largest IoU part (the reference capped it at 1, less than the 1 + 0.3 ln n a crowded image can pay, so a
+# dense grid kept part of its credit there).
 PENALTY_RATE = 0.5
-PENALTY_CAP = 1.0
 # Bonus for scenes with many people: the matched mean is scaled by 1 + COUNT_BONUS * ln(n_true).
 COUNT_BONUS = 0.3
 
@@ -80,11 +82,31 @@ def mean_matched_iou(predicted: Sequence[Box], true: Sequence[Box]) -> float:
     return float(matched_ious(predicted, true).sum() / len(true))
 
 
+def credited_ious(predicted: Sequence[Box], true: Sequence[Box]) -> np.ndarray:
+    """The IoU the reward credits to each true box, shape (n_true,), each 0 or above IOU_CREDIT_THRESHOLD.
+
+    Each predicted box may earn only against the true box it overlaps most (the first on ties), and only
+    when that IoU is above IOU_CREDIT_THRESHOLD; each true box keeps the best prediction credited to it.
+    Hence copies of one box earn once, however many overlapping true boxes they touch, and adding any box
+    can raise the credit only by being the best box for some true box (issue 10, item 11). Where every
+    prediction is nearest its own true box this equals the reference's Hungarian matching.
+    """
+    result = np.zeros(len(true))
+    ious = iou_matrix(list(predicted)[:MAX_MATCHED_BOXES], list(true)[:MAX_MATCHED_BOXES])
+    if ious.size == 0:
+        return result
+    nearest = ious.argmax(axis=1)
+    value = ious[np.arange(len(nearest)), nearest]
+    credited = value > IOU_CREDIT_THRESHOLD
+    np.maximum.at(result, nearest[credited], value[credited])
+    return result
+
+
 def over_prediction_penalty(n_pred: int, n_true: int) -> float:
-    """min(PENALTY_RATE * (n_pred - n_true) / n_true, PENALTY_CAP) when n_pred > n_true > 0, else 0."""
+    """min(PENALTY_RATE * (n_pred - n_true) / n_true, max_iou_score(n_true)) when n_pred > n_true > 0, else 0."""
     if n_true <= 0 or n_pred <= n_true:
         return 0.0
-    return min(PENALTY_RATE * (n_pred - n_true) / n_true, PENALTY_CAP)
+    return min(PENALTY_RATE * (n_pred - n_true) / n_true, max_iou_score(n_true))
 
 
 def max_iou_score(n_true: int) -> float:
@@ -95,16 +117,16 @@ def max_iou_score(n_true: int) -> float:
 def reference_iou_score(predicted: Sequence[Box], n_pred: int, true: Sequence[Box]) -> float:
     """The IoU part of the grounding reward, in [0, max_iou_score(len(true))].
 
-    score = sum(IoU of matched pairs with IoU > 0.3) / n_true * (1 + 0.3 ln n_true)
-            - min(0.5 (n_pred - n_true) / n_true, 1)            (only when n_pred > n_true)
+    score = sum(credited_ious) / n_true * (1 + 0.3 ln n_true)
+            - min(0.5 (n_pred - n_true) / n_true, 1 + 0.3 ln n_true)     (only when n_pred > n_true)
     floored at 0. ``predicted`` holds the valid boxes; ``n_pred`` counts every predicted entry, malformed
     ones included, so junk entries are penalised without being matchable. No true and no predicted boxes
-    -> 1.0; no true boxes but some predicted -> 0.0.
+    -> 1.0; no true boxes but some predicted -> 0.0. The reference's formula, with two changes: the credit
+    rule of ``credited_ious`` and the penalty cap.
     """
     n_true = len(true)
     if n_true == 0:
         return 0.0 if n_pred > 0 else 1.0
-    ious = matched_ious(predicted, true)
-    credited = float(ious[ious > IOU_CREDIT_THRESHOLD].sum())
+    credited = float(credited_ious(predicted, true).sum())
     score = credited / n_true * max_iou_score(n_true) - over_prediction_penalty(n_pred, n_true)
     return max(0.0, score)

@@ -3,9 +3,11 @@
     score = format + iou,   0 <= score <= 0.75 + 1 + 0.3 ln(max(n_true, 1))
 
 - format (0..0.75): 0.25 for exactly one non-empty ``<think>`` block, 0.25 for exactly one non-empty
-  ``<answer>`` block, 0.25 for exactly one fenced ```` ```json ```` block inside the answer.
-- iou (0..1 + 0.3 ln n_true): ``boxes.reference_iou_score`` on the boxes of the answer block, converted to
-  original-image pixels as ``extra_info`` says (``coords.CoordSettings``).
+  ``<answer>`` block, 0.25 when that answer (``parsing.sole_answer``) holds exactly one fenced
+  ```` ```json ```` block that reads as a box list (``parsing.readable_json_fence``).
+- iou (0..1 + 0.3 ln n_true): ``boxes.reference_iou_score`` on the boxes of the sole answer block, converted
+  to original-image pixels as ``extra_info`` says (``coords.CoordSettings``). Several answer blocks, or one
+  inside ``<think>``, earn no IoU.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ GROUNDING_KEYS = ("score", "format", "iou", "coord_error", "error")
 
 
 def grounding_format_score(text: str) -> float:
-    """0.25 per rule met: one non-empty think block, one non-empty answer block, one json fence in it."""
+    """0.25 per rule met: one non-empty think block, one non-empty answer block, one readable json fence in it."""
     score = FORMAT_PART * parsing.has_single_nonempty_block(text, "think")
     score += FORMAT_PART * parsing.has_single_nonempty_block(text, "answer")
-    answer = parsing.answer_block(text)
-    if answer is not None and len(parsing.fenced_blocks(answer)) == 1:
+    answer = parsing.sole_answer(text)
+    if answer is not None and parsing.readable_json_fence(answer):
         score += FORMAT_PART
     return score
 
@@ -49,8 +51,9 @@ def parse_ground_truth_boxes(ground_truth: Any) -> Optional[list[Box]]:
 
 
 def answer_box_entries(text: str) -> Optional[list[parsing.BoxEntry]]:
-    """Box entries of the answer block (None when there is no answer block or no box container in it)."""
-    answer = parsing.answer_block(text)
+    """Box entries of the sole answer block (None without one, or with no box in it). The evaluation reads
+    boxes through this function too, so that reward and evaluation agree on what an answer says."""
+    answer = parsing.sole_answer(text)
     return None if answer is None else parsing.parse_box_entries(answer)
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any, Optional, Sequence
+
+from mars.rewards.box_formats import find_box_candidates, repair_quotes
 
 # Text beyond this many characters is ignored. Real answers are a few kB; the cap only bounds hostile input
 # (every scan is linear, so 2 M characters cost tens of milliseconds).
@@ -28,12 +29,16 @@ JSON_FENCE_OPEN = "```json"
 ANY_FENCE_OPEN = "```"
 FENCE_CLOSE = "```"
 
-# A number as models write it; no nested repeats, so matching is linear.
-_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?"
-# `"bbox_2d": [ ...up to 256 chars without brackets... ]` -- the bounded class keeps each attempt short.
-_KEYED_BOX = re.compile(r'"(?:bbox_2d|bbox)"\s*:\s*\[([^\[\]]{0,256})\]')
-# A bare `[a, b, c, d]` of four numbers.
-_BARE_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
+# At most this many box entries of one answer are decoded; the rest are counted (as malformed entries, for the
+# over-prediction penalty) but not read, so that 2 MB of tiny boxes cost milliseconds (issue 10, item 13).
+MAX_BOX_ENTRIES = 1000
+# Decoding JSON costs about a microsecond per value, so 2 MB of tiny boxes would take most of a second: longer
+# answers are not decoded but read by the notation scanner (which stops at MAX_BOX_ENTRIES), and a longer
+# fence is not a readable answer. 1000 typical entries take about 60 kB.
+MAX_JSON_CHARS = 100_000
+# The notation scanner looks for boxes in this many characters of an answer; boxes after them are counted by
+# their closing brackets, not read.
+MAX_SCAN_CHARS = 200_000
 
 
 def to_plain(value: Any, depth: int = 0) -> Any:
@@ -97,6 +102,18 @@ def answer_block(text: str) -> Optional[str]:
     return blocks[0] if blocks else None
 
 
+def sole_answer(text: str) -> Optional[str]:
+    """The answer of a model output: the content of its only ``<answer>`` block, or None.
+
+    None when there is no answer block, several of them, or the only one lies inside a ``<think>`` block (an
+    answer drafted in the reasoning is not the answer). ``<think>`` blocks inside the answer are left out.
+    """
+    if len(tag_blocks(text, "answer")) != 1:
+        return None
+    outside = tag_blocks(strip_think_blocks(text), "answer")
+    return outside[0] if len(outside) == 1 else None
+
+
 def strip_think_blocks(text: str) -> str:
     """The text with every closed ``<think>...</think>`` block removed (reasoning is not the answer)."""
     pieces, position = [], 0
@@ -121,6 +138,19 @@ def load_json(text: str) -> tuple[bool, Any]:
         return True, json.loads(text)
     except (ValueError, RecursionError, TypeError):
         return False, None
+
+
+def load_answer_json(text: str) -> tuple[bool, Any]:
+    """``load_json``, and when that fails, again after the reference's repair of single quotes
+    (``'bbox_2d'`` keys, ``'[...]'`` quoted lists), which it reads as boxes. Text over MAX_JSON_CHARS is not
+    decoded: ``(False, None)``."""
+    if len(text) > MAX_JSON_CHARS:
+        return False, None
+    ok, value = load_json(text)
+    if ok:
+        return ok, value
+    repaired = repair_quotes(text)
+    return load_json(repaired) if repaired != text else (False, None)
 
 
 def _coordinate(value: Any) -> Optional[float]:
@@ -172,24 +202,24 @@ def entries_from_json(value: Any) -> Optional[list[BoxEntry]]:
         return None
     if _is_flat_box(value):
         return [box_from_numbers(value)]
-    return [box_entry(item) for item in value]
+    read = [box_entry(item) for item in value[:MAX_BOX_ENTRIES]]
+    return read + [None] * (len(value) - len(read))
 
 
 def entries_from_regex(text: str) -> Optional[list[BoxEntry]]:
-    """Fallback for broken JSON: ``"bbox_2d": [a, b, c, d]`` patterns, else bare ``[a, b, c, d]`` lists."""
-    keyed = [_numbers_in_brackets(m.group(1)) for m in _KEYED_BOX.finditer(text)]
-    if keyed:
-        return keyed
-    bare = [box_from_numbers([float(g) for g in m.groups()]) for m in _BARE_BOX.finditer(text)]
-    return bare or None
+    """Box entries in text order from every notation ``box_formats`` knows; None when there is none.
+
+    Beyond ``MAX_BOX_ENTRIES`` candidates or ``MAX_SCAN_CHARS`` characters the rest are counted, not read
+    (they stay as malformed entries).
+    """
+    candidates, uncounted = find_box_candidates(text, MAX_BOX_ENTRIES, MAX_SCAN_CHARS)
+    entries = [None if numbers is None else _box_from_strings(numbers) for numbers in candidates]
+    return entries + [None] * uncounted if entries else None
 
 
-def _numbers_in_brackets(inside: str) -> BoxEntry:
-    parts = inside.split(",")
-    if len(parts) != 4:
-        return None
+def _box_from_strings(numbers: Sequence[str]) -> BoxEntry:
     try:
-        return box_from_numbers([float(p) for p in parts])
+        return box_from_numbers([float(number) for number in numbers])
     except ValueError:
         return None
 
@@ -198,13 +228,14 @@ def parse_box_entries(text: str) -> Optional[list[BoxEntry]]:
     """All box entries in an answer text, or None when no box container could be found at all.
 
     Order of preference: the first fenced ```` ```json ```` block, else the first plain fenced block, else the
-    whole text -- decoded with ``json.loads``; when that fails or is not a box container, regex extraction over
-    the same text. Malformed entries are kept as None so they still count as predictions.
+    whole text -- decoded with ``load_answer_json``; when that fails or is not a box container, every box
+    notation of ``box_formats`` in the same text. Malformed entries are kept as None so they still count as
+    predictions. Evaluation and rewards both read boxes through this function.
     """
     text = as_text(text)
     candidates = fenced_blocks(text) or fenced_blocks(text, ANY_FENCE_OPEN)
     source = candidates[0] if candidates else text
-    ok, value = load_json(source.strip())
+    ok, value = load_answer_json(source.strip())
     entries = entries_from_json(value) if ok else None
     if entries is not None:
         return entries
@@ -214,3 +245,15 @@ def parse_box_entries(text: str) -> Optional[list[BoxEntry]]:
 def valid_boxes(entries: Sequence[BoxEntry]) -> list[Box]:
     """The well-formed boxes among parsed entries, in order."""
     return [entry for entry in entries if entry is not None]
+
+
+def readable_json_fence(answer: str) -> bool:
+    """True when the answer holds exactly one ```` ```json ```` fence and it decodes (``load_answer_json``) to
+    a box list whose entries are all well-formed boxes (``[]`` included). The grounding format point asks for
+    this: a fence of malformed JSON is not a readable answer."""
+    fences = fenced_blocks(answer)
+    if len(fences) != 1:
+        return False
+    ok, value = load_answer_json(fences[0].strip())
+    entries = entries_from_json(value) if ok else None
+    return entries is not None and all(entry is not None for entry in entries)

@@ -1,17 +1,77 @@
-"""``mars train [--config-name NAME] [--cfg job] [HYDRA_OVERRIDES ...]``: the local-engine trainer.
+"""usage: mars train [--config-name NAME] [--cfg job [--package KEY]] [KEY=VALUE ...]
 
-With no arguments it trains the embedded default (config ``embedded``): a tiny Qwen2.5-VL built locally, synthetic
-infrared+visible data, GRPO+MARS on the CPU. ``trainer.engine=verl`` runs the same configuration on verl's Ray worker
-groups instead (GPU nodes, vLLM/SGLang; the same as ``python -m mars.main_ppo``). ``--config-name mars_trainer`` starts from the reference settings
-instead (bring ``data.train_files``, ``data.val_files`` and ``actor_rollout_ref.model.path``). ``--cfg job`` prints
-the composed config and exits.
+Trains a policy with GRPO+MARS. With no arguments: the embedded default, a tiny Qwen2.5-VL built locally and a
+synthetic infrared+visible person-grounding dataset, trained on the CPU (no download). Every KEY=VALUE is a Hydra
+override with verl's key names. A run lives in trainer.default_local_dir; running the same command again resumes
+it, or reports it when it is complete.
+
+examples:
+  mars train                                          the embedded default
+  mars train preset=dapo trainer.experiment_name=dapo DAPO+MARS, in its own run directory
+  mars train trainer.total_training_steps=50          continue the default run to 50 steps
+  mars train trainer.resume_mode=disable              start the default run over
+  mars train trainer.engine=verl                      the same configuration on verl's Ray workers (GPU nodes)
+  mars train --config-name mars_trainer data.train_files=TRAIN.parquet data.val_files=VAL.parquet \\
+      actor_rollout_ref.model.path=MODEL              the reference settings on your own data and model
+  mars train --cfg job --package mars                 print the MARS settings only, and exit
+  mars train --cfg job                                print the whole composed config (mars first), and exit
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
-from mars.trainer.compose import compose_config
+from mars.trainer.compose import ConfigError, compose_config
+
+
+def quiet_third_party_warnings() -> None:
+    """verl announces at import time every optional engine it cannot find (torchtitan, megatron, ...) and, on a
+    machine without a GPU, the accelerator it does not see: nothing a user can act on. (Filters, not levels: verl
+    sets its loggers' levels when it is imported.)"""
+    import logging
+
+    warnings.filterwarnings("ignore", message=r".* engine is not available", category=UserWarning)
+    no_gpu = ("No supported accelerator detected", "is registered but not available")
+    logging.getLogger("verl.plugin.platform.platform_manager").addFilter(
+        lambda record: not any(text in str(record.msg) for text in no_gpu))
+
+
+def print_config(cfg, package: str | None) -> int:
+    from omegaconf import OmegaConf
+
+    if package:
+        node = OmegaConf.select(cfg, package)
+        if node is None:
+            print(f"mars train: no key {package} in the config", file=sys.stderr)
+            return 2
+        print(f"# {package}\n" + (OmegaConf.to_yaml(node) if OmegaConf.is_config(node) else f"{node}\n"), end="")
+        return 0
+    # the MARS section first: it is what differs from verl's defaults, and the rest is 1000 lines of verl
+    ordered = OmegaConf.create({"mars": cfg.mars, **{k: cfg[k] for k in cfg if k != "mars"}})
+    print(OmegaConf.to_yaml(ordered), end="")
+    return 0
+
+
+def parse(argv: list[str]) -> tuple[str, str | None, str | None, list[str]]:
+    config_name, print_what, package, overrides = "embedded", None, None, []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--config-name":
+            config_name = next(it, config_name)
+        elif arg.startswith("--config-name="):
+            config_name = arg.split("=", 1)[1]
+        elif arg in ("--cfg", "-c"):
+            print_what = next(it, "job")
+        elif arg in ("--package", "-p"):
+            package = next(it, None)
+        elif arg.startswith("--package="):
+            package = arg.split("=", 1)[1]
+        elif arg.startswith("-"):
+            raise ConfigError(f"unknown option {arg} (mars train --help lists them)")
+        else:
+            overrides.append(arg)
+    return config_name, print_what, package, overrides
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,41 +79,36 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0
-    config_name, print_only, overrides = "embedded", False, []
-    it = iter(argv)
-    for arg in it:
-        if arg == "--config-name":
-            config_name = next(it)
-        elif arg.startswith("--config-name="):
-            config_name = arg.split("=", 1)[1]
-        elif arg == "--cfg":
-            next(it, None)
-            print_only = True
-        else:
-            overrides.append(arg)
-    cfg = compose_config(config_name, overrides)
-    if print_only:
-        from omegaconf import OmegaConf
-
-        print(OmegaConf.to_yaml(cfg))
-        return 0
+    quiet_third_party_warnings()
+    try:
+        config_name, print_what, package, overrides = parse(argv)
+        cfg = compose_config(config_name, overrides)
+    except ConfigError as exc:
+        print(f"mars train: {exc}", file=sys.stderr)
+        return 2
+    if print_what is not None:
+        return print_config(cfg, package)
 
     from mars.trainer.dataset import BadDataError
     from mars.trainer.embedded import prepare_embedded
     from mars.trainer.loop import run_training
+    from mars.trainer.run_dir import RunDirConflict
 
     from tqdm.auto import tqdm
 
     prepare_embedded(cfg)
-    if str(cfg.trainer.engine) == "verl":  # the engine is a switch: same config, Ray worker groups
-        from mars.engines.verl.launch import run as run_on_verl
-
-        run_on_verl(cfg)
-        return 0
     try:
-        run_training(cfg, write=tqdm.write)  # lines printed above the progress bar, not through it
+        if str(cfg.trainer.engine) == "verl":  # the engine is a switch: same config, Ray worker groups
+            from mars.engines.verl.launch import run as run_on_verl
+
+            run_on_verl(cfg)
+        else:
+            run_training(cfg, write=tqdm.write)  # lines printed above the progress bar, not through it
     except BadDataError as exc:
         print(f"mars train: bad data: {exc}", file=sys.stderr)
+        return 2
+    except RunDirConflict as exc:
+        print(f"mars train: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -96,16 +96,37 @@ def load_samples(files: str | Sequence[str], on_bad_row: str = "error", max_pixe
     return samples
 
 
+class DataExhausted(RuntimeError):
+    """The prompts of ``trainer.total_epochs`` passes over the training data are used up.
+
+    One rule on every engine (verl's ``RayPPOTrainer.fit`` and its DAPO recipe): a run ends at
+    ``trainer.total_training_steps`` or when the data of ``trainer.total_epochs`` epochs is drawn, whichever comes
+    first. DAPO's dynamic sampling draws several batches per step, so there the data usually ends the run; the step
+    that runs out is not trained on."""
+
+
+def epochs_used_up(max_epochs: int | None, batches_drawn: int, batches_per_epoch: int) -> DataExhausted | None:
+    """The exception to raise before drawing another batch, or None while the data lasts."""
+    if max_epochs is None or batches_drawn < max_epochs * batches_per_epoch:
+        return None
+    return DataExhausted(
+        f"the training data is used up: {batches_drawn} batches = trainer.total_epochs={max_epochs} x "
+        f"{batches_per_epoch} batches per epoch (raise trainer.total_epochs to train on)"
+    )
+
+
 class PromptSampler:
     """Batches of prompts in a seeded order, reshuffled every epoch; its state is two integers (resumable)."""
 
-    def __init__(self, samples: Sequence[PromptSample], batch_size: int, seed: int, shuffle: bool = True):
+    def __init__(self, samples: Sequence[PromptSample], batch_size: int, seed: int, shuffle: bool = True,
+                 max_epochs: int | None = None):
         if batch_size > len(samples):
             raise ValueError(f"data.train_batch_size={batch_size} is larger than the dataset ({len(samples)} rows)")
         self.samples = samples
         self.batch_size = batch_size
         self.seed = seed
         self.shuffle = shuffle
+        self.max_epochs = max_epochs  # trainer.total_epochs: next_batch raises DataExhausted after that many
         self.epoch = 0
         self.position = 0
 
@@ -116,6 +137,11 @@ class PromptSampler:
 
     def next_batch(self) -> list[PromptSample]:
         """The next ``batch_size`` prompts; a batch never spans two epochs (the tail of an epoch is dropped)."""
+        per_epoch = len(self.samples) // self.batch_size
+        drawn = self.epoch * per_epoch + self.position // self.batch_size
+        exhausted = epochs_used_up(self.max_epochs, drawn, per_epoch)
+        if exhausted is not None:
+            raise exhausted
         if self.position + self.batch_size > len(self.samples):
             self.epoch += 1
             self.position = 0

@@ -1,4 +1,5 @@
-"""The training run, top to bottom: data, engine, warm start, validation, steps, checkpoints, final model, plots.
+"""The training run, top to bottom: data, run directory, warm start, engine, validation, steps, checkpoints, final
+model, plots, result.
 
     mars train                                   # the embedded default (tiny model, synthetic data, CPU)
     mars train preset=dapo trainer.total_training_steps=20
@@ -16,14 +17,17 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from mars.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mars.trainer.dataset import PromptSample, PromptSampler, load_samples
 from mars.trainer.engine import RolloutRequest, Sampling
 from mars.trainer.plots import plot_run
+from mars.trainer.progress import Progress, quiet_library_bars
+from mars.trainer.rewards import resolve_reward_config
+from mars.trainer.run_dir import prepare_run_dir, record_result
 from mars.trainer.step import StepSettings, train_step
 from mars.trainer.tracking import MetricsLog
+from mars.trainer.warm_start import run_seed, training_samples, warm_started_model
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +53,12 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % 2**63
 
 
-def make_engine(cfg: Any, total_steps: int):
+def make_engine(cfg: Any, total_steps: int, model_path: str | None = None, write=print):
     engine = str(cfg.trainer.engine)
     if engine == "local":
         from mars.engines.local import LocalEngine
 
-        return LocalEngine(cfg, total_steps)
+        return LocalEngine(cfg, total_steps, model_path, write)
     raise ValueError(f"trainer.engine={engine!r}: the run loop here drives the local engine; the verl engine runs "
                      "through verl's trainer (`mars train trainer.engine=verl` or `python -m mars.main_ppo`)")
 
@@ -82,35 +86,6 @@ def validate(engine, samples: Sequence[PromptSample], cfg: Any, show: int = 0, w
     return metrics
 
 
-def sft_target(sample: PromptSample) -> str:
-    from mars.data.convert import sft_assistant_text
-
-    row = {"reward_model": {"ground_truth": sample.ground_truth}, "extra_info": sample.extra_info,
-           "ability": sample.extra_info.get("reward")}
-    return sft_assistant_text(row)
-
-
-def warm_start(engine, samples: Sequence[PromptSample], cfg: Any, seed: int, write=print) -> None:
-    """Supervised warm start on the ground-truth answers, so that RL starts from a policy whose answers parse."""
-    sft = cfg.mars.sft_warmup
-    steps, batch_size = int(sft.steps), int(sft.batch_size)
-    if steps <= 0 or not hasattr(engine, "sft_step"):
-        return
-    from tqdm.auto import tqdm
-
-    optimizer = torch.optim.AdamW(engine.trainable_parameters(), lr=float(sft.lr))
-    rng = np.random.default_rng([seed, 7])
-    targets = [sft_target(s) for s in samples]
-    losses = []
-    bar = tqdm(range(steps), desc="SFT warm start", leave=False)
-    for _ in bar:
-        idx = rng.choice(len(samples), size=min(batch_size, len(samples)), replace=False)
-        losses.append(engine.sft_step([samples[i].messages for i in idx], [targets[i] for i in idx], optimizer))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    engine.sync_reference()
-    write(f"SFT warm start: {steps} steps, loss {losses[0]:.3f} -> {np.mean(losses[-10:]):.3f}")
-
-
 def absolutize_paths(cfg: Any) -> None:
     """Local paths of the model and the data as absolute paths, so the saved config works from anywhere (merge)."""
     model = cfg.actor_rollout_ref.model
@@ -125,43 +100,47 @@ def absolutize_paths(cfg: Any) -> None:
 
 
 def run_training(cfg: Any, write=print) -> RunResult:
-    from tqdm.auto import tqdm
-
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    seed = int(cfg.actor_rollout_ref.actor.get("data_loader_seed", 42) if cfg.data.get("seed") is None else cfg.data.seed)
+    quiet_library_bars()
+    seed = run_seed(cfg)
     seed_everything(seed)
     absolutize_paths(cfg)
-    run_dir = Path(cfg.trainer.default_local_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    resolve_reward_config(cfg)  # the reward the run uses, in its config.yaml (the engine would fill it in later)
 
-    on_bad = str(cfg.mars.on_bad_row)
-    train = load_samples(cfg.data.train_files, on_bad)
-    val = load_samples(cfg.data.val_files, on_bad) if cfg.data.get("val_files") else []
-    max_train, max_val = int(cfg.data.get("train_max_samples", -1) or -1), int(cfg.data.get("val_max_samples", -1) or -1)
-    train = train[:max_train] if max_train > 0 else train
+    train = training_samples(cfg)
+    val = load_samples(cfg.data.val_files, str(cfg.mars.on_bad_row)) if cfg.data.get("val_files") else []
+    max_val = int(cfg.data.get("val_max_samples", -1) or -1)
     val = val[:max_val] if max_val > 0 else val
-    sampler = PromptSampler(train, int(cfg.data.train_batch_size), seed, bool(cfg.data.get("shuffle", True)))
     total = total_training_steps(cfg, len(train))
-    engine = make_engine(cfg, total)
+    run = prepare_run_dir(cfg, write, total_steps=total)  # stops here when the directory holds another run
+    run_dir = run.path
+    if run.status == "complete":
+        r = run.result
+        plot = Path(r["plot"]) if r.get("plot") else None
+        return RunResult(run_dir, int(r["step"]), r.get("val_before"), r.get("val_after"), Path(r["model_dir"]), plot)
+
+    sampler = PromptSampler(train, int(cfg.data.train_batch_size), seed, bool(cfg.data.get("shuffle", True)))
+    checkpoint = latest_checkpoint(run_dir) if run.status == "resume" else None
+    if cfg.trainer.get("resume_from_path"):
+        checkpoint = Path(cfg.trainer.resume_from_path)
+    # a checkpoint holds the weights (and the reference's); a new run starts from the cached warm start
+    start_from = None if checkpoint is not None else warm_started_model(cfg, write)
+    engine = make_engine(cfg, total, start_from, write)
     settings = StepSettings.from_config(cfg)
     log = MetricsLog(run_dir, cfg)
     show = int(cfg.mars.get("log_generations", 0))
 
     start, val_before = 0, None
-    checkpoint = latest_checkpoint(run_dir) if str(cfg.trainer.resume_mode) != "disable" else None
-    if cfg.trainer.get("resume_from_path"):
-        checkpoint = Path(cfg.trainer.resume_from_path)
     if checkpoint is not None:
         engine_state, trainer_state = load_checkpoint(checkpoint)
         engine.load_state_dict(engine_state)
         sampler.load_state_dict(trainer_state["sampler"])
         start, val_before = int(trainer_state["step"]), trainer_state.get("val_before")
         log.truncate_after(start)
-        write(f"resumed from {checkpoint} (step {start})")
+        write(f"resumed from {checkpoint} (step {start} of {total})")
     else:
-        warm_start(engine, train, cfg, seed, write)
+        log.truncate_after(0)  # a fresh start in a directory whose first attempt died before its first checkpoint
         if cfg.trainer.get("val_before_train", True) and val:
             metrics = validate(engine, val, cfg, show, write)
             val_before = metrics["val/reward"]
@@ -169,22 +148,29 @@ def run_training(cfg: Any, write=print) -> RunResult:
 
     test_freq, save_freq = int(cfg.trainer.test_freq), int(cfg.trainer.save_freq)
     val_after = None
-    for step in tqdm(range(start + 1, total + 1), desc="training", initial=start, total=total):
+    bar = Progress(total, "training", initial=start, write=write, lines=0)  # off a terminal the step lines suffice
+    for step in range(start + 1, total + 1):
         torch.manual_seed(step_seed(seed, step))
         metrics = train_step(engine, sampler.next_batch, step, settings)
         if val and ((test_freq > 0 and step % test_freq == 0) or step == total):
             metrics.update(validate(engine, val, cfg, show if step == total else 0, write))
             val_after = metrics["val/reward"]
         log.log(metrics, step, write)
+        bar.update()
         if (save_freq > 0 and step % save_freq == 0) or step == total:
             trainer_state = {"step": step, "sampler": sampler.state_dict(), "seed": seed, "val_before": val_before}
             save_checkpoint(run_dir, step, engine.state_dict(), trainer_state,
                             keep=cfg.trainer.get("max_actor_ckpt_to_keep"))
+    bar.close()
 
     model_dir = run_dir / "huggingface"
     engine.save_pretrained(str(model_dir))
     plot = plot_run(log.history(), run_dir / "training.png") if cfg.mars.get("plots", True) else None
+    if val_after is None:  # resumed after the last validation: the logged one
+        val_after = next((h["val/reward"] for h in reversed(log.history()) if "val/reward" in h and h["step"] > 0), None)
     if val_before is not None and val_after is not None:
         write(f"validation reward: {val_before:.3f} before training -> {val_after:.3f} after {total} steps")
     write(f"policy saved to {model_dir}" + (f"; plots in {plot}" if plot else ""))
+    record_result(run_dir, {"step": total, "val_before": val_before, "val_after": val_after,
+                            "model_dir": str(model_dir), "plot": str(plot) if plot else None})
     return RunResult(run_dir, total, val_before, val_after, model_dir, plot)

@@ -1,16 +1,29 @@
-"""PNG plots of a run from its metrics.jsonl: rewards, anchor reward per source, information gain, validation."""
+"""PNG plots of a run from its metrics.jsonl: rewards, anchor reward per source, information gain, validation.
+
+Two rules: a value measured only at some steps (validation) is drawn as markers at those steps, never as a line
+through steps where nothing was measured; and series that coincide (two sources with equal anchor rewards) stay
+visible, each with its own line style and marker, drawn widest first.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
+# per anchor source, in turn: (line style, marker, line width); later series are thinner, so that equal series
+# show as a thin line inside a wide one instead of one hiding the other
+SERIES_STYLES = (("-", "o", 3.5), ("--", "s", 2.2), (":", "^", 1.4), ("-.", "v", 1.0), ((0, (1, 1)), "D", 0.8))
 
-def plot_run(history: Sequence[dict[str, float]], out_path: str | Path) -> Path | None:
-    """Three panels over training steps; returns the PNG's path (None when there is nothing to plot)."""
+
+def _points(history: Sequence[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
+    pairs = [(h["step"], h[key]) for h in history if key in h]
+    return [p[0] for p in pairs], [p[1] for p in pairs]
+
+
+def draw_run(history: Sequence[dict[str, float]]):
+    """The figure (three panels over training steps), or None when there is nothing to plot."""
     train = [h for h in history if "critic/score/mean" in h]
-    val = [h for h in history if "val/reward" in h]
-    if not train and not val:
+    if not train and not any("val/reward" in h for h in history):
         return None
     import matplotlib
 
@@ -20,32 +33,44 @@ def plot_run(history: Sequence[dict[str, float]], out_path: str | Path) -> Path 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     ax = axes[0]
     if train:
-        ax.plot([h["step"] for h in train], [h["critic/score/mean"] for h in train], label="multi-source (train)")
-    if val:
-        ax.plot([h["step"] for h in val], [h["val/reward"] for h in val], "o-", label="validation")
+        ax.plot(*_points(train, "critic/score/mean"), color="tab:blue", label="multi-source (train)")
+    val_steps, val = _points(history, "val/reward")
+    if val_steps:
+        ax.plot(val_steps, val, linestyle="none", marker="o", markersize=7, color="tab:orange",
+                label="validation (measured steps)")
     ax.set(title="reward", xlabel="step")
     ax.legend()
 
     ax = axes[1]
     sources = sorted({k.split("/", 2)[2] for h in train for k in h if k.startswith("mars/anchor_reward/")})
-    for source in sources:
-        key = f"mars/anchor_reward/{source}"
-        points = [(h["step"], h[key]) for h in train if key in h]
-        ax.plot(*zip(*points), label=f"anchor: {source}")
+    for i, source in enumerate(sources):
+        style, marker, width = SERIES_STYLES[i % len(SERIES_STYLES)]
+        steps, values = _points(train, f"mars/anchor_reward/{source}")
+        ax.plot(steps, values, linestyle=style, marker=marker, lw=width, markersize=3 + width, alpha=0.85,
+                markevery=max(len(steps) // 15, 1), label=f"anchor: {source}")
     if train:
-        ax.plot([h["step"] for h in train], [h["critic/score/mean"] for h in train], "k--", label="multi-source")
+        ax.plot(*_points(train, "critic/score/mean"), color="k", linestyle="--", lw=1.0, label="multi-source")
     ax.set(title="anchor reward per source", xlabel="step")
     if sources:
         ax.legend()
 
     ax = axes[2]
-    gain = [(h["step"], h["mars/information_gain"]) for h in train if "mars/information_gain" in h]
-    if gain:
-        ax.plot(*zip(*gain), color="tab:green")
+    gain_steps, gain = _points(train, "mars/information_gain")
+    if gain_steps:
+        ax.plot(gain_steps, gain, color="tab:green")
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set(title="information gain (multi-source - anchors)", xlabel="step")
-
     fig.tight_layout()
+    return fig
+
+
+def plot_run(history: Sequence[dict[str, float]], out_path: str | Path) -> Path | None:
+    """``draw_run`` saved as a PNG; returns its path (None when there is nothing to plot)."""
+    fig = draw_run(history)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
     out_path = Path(out_path)
     fig.savefig(out_path, dpi=100)
     plt.close(fig)

@@ -27,6 +27,7 @@ from mars.advantage.verl_estimator import ESTIMATOR_NAME, register
 from mars.trainer.dataset import PromptSample
 from mars.trainer.engine import Engine, PolicyBatch, RolloutBatch, Sampling
 from mars.trainer.requests import build_requests
+from mars.trainer.rewards import finite_rewards
 
 
 class TooManyGenerationBatches(RuntimeError):
@@ -99,6 +100,7 @@ def generate_and_score(
         rows = engine.generate(requests, settings.max_response_length)
     with timer.phase("reward"):
         engine.score(rows)
+        finite_rewards(rows)  # one rule for NaN/inf rewards on every engine: 0, counted, logged
     return rows
 
 
@@ -118,7 +120,9 @@ def collect_rollouts(
     """Steps 1-3. Without filtering, one generation batch. With it, generation batches until ``train_batch_size``
     groups with signal are kept (then trimmed to exactly that many), bounded by ``max_num_gen_batches``."""
     if not settings.filter_enable:
-        return generate_and_score(engine, next_prompts(), f"s{step}g0", settings, timer)
+        rows = generate_and_score(engine, next_prompts(), f"s{step}g0", settings, timer)
+        count_generated(rows, metrics)
+        return rows
 
     kept: list[RolloutBatch] = []
     kept_groups, generated, seen_groups = 0, 0, 0
@@ -131,6 +135,7 @@ def collect_rollouts(
                 + ("" if settings.filter_mode == "mars" else ", or set mars.filter_mode=mars (anchors can rescue groups)")
             )
         rows = generate_and_score(engine, next_prompts(), f"s{step}g{generated}", settings, timer)
+        count_generated(rows, metrics)
         generated += 1
         values = filter_metric(rows, settings.filter_metric)
         multi = np.flatnonzero(~rows.is_anchor)
@@ -151,6 +156,11 @@ def collect_rollouts(
     metrics["mars/filter/gen_batches"] = float(generated)
     metrics["mars/filter/kept_share"] = kept_groups / max(seen_groups, 1)
     return batch
+
+
+def count_generated(rows: RolloutBatch, metrics: dict[str, float]) -> None:
+    """Tokens generated in the step: rollouts, anchors and the groups the filter dropped all took generation time."""
+    metrics["mars/generated_tokens"] = metrics.get("mars/generated_tokens", 0.0) + float(rows.response_lengths.sum())
 
 
 def outcome_rewards(rewards: np.ndarray, mask: torch.Tensor) -> torch.Tensor:
@@ -209,6 +219,8 @@ def train_step(
         fusion_diagnostics(responses.rewards, responses.group_ids, anchors.rewards, anchors.group_ids, anchors.sources)
     )
     metrics.update({f"timing_s/{k}": v for k, v in timer.seconds.items()})
+    # verl divides by the trained rows' tokens only; the generation time also produced the anchors' tokens
+    metrics["timing_per_token_ms/gen"] = 1000 * timer.seconds["gen"] / max(metrics["mars/generated_tokens"], 1.0)
     return metrics
 
 

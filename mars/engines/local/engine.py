@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from mars.engines.local.generation import BanTokens, GreedyRows, cut_at_eos, eos_token_ids, vision_token_ids
+from mars.engines.local.generation import Decoder, eos_token_ids, vision_token_ids
 from mars.processing import ImageCache, MultimodalEncoder, PromptInputs, collate
-from mars.trainer.engine import PolicyBatch, RolloutBatch, RolloutRequest, Sampling
+from mars.trainer.engine import PolicyBatch, RolloutBatch, RolloutRequest
 from mars.trainer.rewards import load_reward_fn, score_rows
 
 logger = logging.getLogger(__name__)
@@ -41,6 +41,71 @@ class LocalPayload:
         return cls([p for part in parts for p in part.prompts], [r for part in parts for r in part.responses])
 
 
+def response_log_probs(model, payload: LocalPayload, rows: np.ndarray, width: int, device: torch.device, pad_id: int,
+                       temperature: float, autocast, entropy: bool = False):
+    """(b, width) log-probs of the responses of ``rows`` (zeros past each response); optionally entropies.
+
+    One function for the RL losses and the supervised warm start (``mars.trainer.warm_start``), so both score a
+    response the same way."""
+    sequences = []
+    for i in rows:
+        p = payload.prompts[i]
+        full_ids = torch.cat([p.input_ids[0], payload.responses[i]])
+        sequences.append(PromptInputs(
+            input_ids=full_ids.unsqueeze(0), attention_mask=torch.ones_like(full_ids).unsqueeze(0),
+            mm_token_type_ids=torch.cat([p.mm_token_type_ids[0], torch.zeros_like(payload.responses[i])]).unsqueeze(0),
+            pixel_values=p.pixel_values, image_grid_thw=p.image_grid_thw,
+        ))
+    batch = {k: v.to(device) for k, v in collate(sequences, pad_id, "right").items()}
+    with autocast():
+        logits = model(**batch, use_cache=False).logits.float()
+    # the logit at position t predicts token t+1: response token j of row b sits at prompt_len_b + j
+    prompt_lens = torch.tensor([payload.prompts[i].input_ids.shape[1] for i in rows], device=device)
+    positions = (prompt_lens.unsqueeze(1) - 1 + torch.arange(width, device=device)).clamp(max=logits.shape[1] - 2)
+    picked = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])) / temperature
+    targets = batch["input_ids"].gather(1, (positions + 1).clamp(max=batch["input_ids"].shape[1] - 1))
+    log_probs = torch.log_softmax(picked, dim=-1)
+    token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    lengths = torch.tensor([len(payload.responses[i]) for i in rows], device=device)
+    valid = torch.arange(width, device=device).unsqueeze(0) < lengths.unsqueeze(1)
+    token_lp = token_lp * valid
+    if not entropy:
+        return token_lp, None
+    ent = -(log_probs.exp() * log_probs).sum(-1) * valid
+    return token_lp, ent
+
+
+def autocast_for(device: torch.device):
+    """bf16 compute on CUDA; fp32 on the CPU (fp32 master weights everywhere: AdamW on bf16 weights drifts)."""
+    if device.type != "cuda":
+        return torch.autocast("cpu", enabled=False)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+_threads_reported: set[int] = set()
+
+
+def set_cpu_threads(cfg: Any, device: torch.device, write=print) -> int | None:
+    """torch's intra-op threads on the CPU: ``trainer.cpu_threads`` (default 1; 0 keeps torch's default).
+
+    A tiny model's kernels are too small to split: extra threads only add synchronisation, and on a shared machine
+    a thread per core oversubscribes as soon as anything else runs (measured on 2 cores: 67 s quiet but 174 s
+    beside one busy process with 2 threads; 91 s and 89 s with 1; benchmarks/bench_train.py). Raise it for a
+    bigger model on a machine of its own. Printed once per process and value."""
+    if device.type != "cpu":
+        return None
+    default = torch.get_num_threads() if not _threads_reported else None
+    wanted = int(cfg.trainer.get("cpu_threads", 1) or 0)
+    if wanted > 0:
+        torch.set_num_threads(wanted)
+    n = torch.get_num_threads()
+    if n not in _threads_reported:
+        _threads_reported.add(n)
+        note = f" (torch's default here: {default})" if default is not None and default != n else ""
+        write(f"local engine on the CPU: {n} torch thread{'s' if n != 1 else ''}{note}; trainer.cpu_threads=N changes it")
+    return n
+
+
 def resolve_device(name: str) -> torch.device:
     if name in ("auto", None):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -52,18 +117,19 @@ def resolve_device(name: str) -> torch.device:
 class LocalEngine:
     """Implements ``mars.trainer.engine.Engine`` with transformers (+ peft for LoRA)."""
 
-    def __init__(self, cfg: Any, total_steps: int):
+    def __init__(self, cfg: Any, total_steps: int, model_path: str | None = None, write=print):
+        """``model_path``: the weights to start from (the warm-started model); default the configured model."""
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         self.cfg = cfg
         actor = cfg.actor_rollout_ref.actor
         model_cfg = cfg.actor_rollout_ref.model
+        model_path = str(model_path or model_cfg.path)
         self.device = resolve_device(cfg.trainer.get("device", "auto"))
-        # bf16 compute on CUDA through autocast; fp32 master weights everywhere (AdamW on bf16 weights drifts)
-        self.autocast_dtype = torch.bfloat16 if self.device.type == "cuda" else None
-        self.processor = AutoProcessor.from_pretrained(model_cfg.path)
+        set_cpu_threads(cfg, self.device, write)
+        self.processor = AutoProcessor.from_pretrained(model_path)
         self.tokenizer = self.processor.tokenizer
-        model = AutoModelForImageTextToText.from_pretrained(model_cfg.path, dtype=torch.float32)
+        model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=torch.float32)
         if model_cfg.get("enable_gradient_checkpointing", False):
             model.gradient_checkpointing_enable()
         self.lora = int(model_cfg.get("lora_rank", 0) or 0) > 0
@@ -71,6 +137,7 @@ class LocalEngine:
             model = self._wrap_lora(model, model_cfg)
         self.model = model.to(self.device)
         # the reference policy: the adapters switched off under LoRA, else a frozen copy of the starting weights
+        # (both are the warm-started model when there is a warm start)
         self.ref_model = None
         if bool(actor.use_kl_loss) and not self.lora:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
@@ -83,7 +150,7 @@ class LocalEngine:
 
         optim = actor.optim
         self.optimizer = torch.optim.AdamW(
-            self.trainable_parameters(), lr=float(optim.lr), weight_decay=float(optim.get("weight_decay", 0.0)),
+            [p for p in self.model.parameters() if p.requires_grad], lr=float(optim.lr), weight_decay=float(optim.get("weight_decay", 0.0)),
             betas=tuple(optim.get("betas", (0.9, 0.999))),
         )
         warmup = int(optim.get("lr_warmup_steps", -1))
@@ -107,9 +174,7 @@ class LocalEngine:
         return get_peft_model(model, config)
 
     def _autocast(self):
-        if self.autocast_dtype is None:
-            return torch.autocast("cpu", enabled=False)
-        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+        return autocast_for(self.device)
 
     # ------------------------------------------------------------------------------------------ generation
 
@@ -117,19 +182,11 @@ class LocalEngine:
         """Model inputs of many prompts; each distinct image is decoded and processed once."""
         return self.encoder.encode(messages, ImageCache(self.processor.image_processor))
 
-    @torch.no_grad()
     def generate(self, requests: Sequence[RolloutRequest], max_new_tokens: int) -> RolloutBatch:
         prompts = self.encode([r.messages for r in requests])
-        responses: list[torch.Tensor | None] = [None] * len(requests)
-        truncated = np.zeros(len(requests), dtype=bool)
-        chunk = int(self.cfg.actor_rollout_ref.rollout.get("max_num_seqs", 0) or 0) or len(requests)
-        for sampling, rows in self._calls(requests):
-            for start in range(0, len(rows), chunk):
-                part = rows[start : start + chunk]
-                greedy = torch.tensor([not requests[i].sampling.do_sample for i in part])
-                out, cut = self._generate_rows([prompts[i] for i in part], greedy, sampling, max_new_tokens)
-                for i, resp, trunc in zip(part, out, cut):
-                    responses[i], truncated[i] = resp, trunc
+        decoder = Decoder(self.model, self.pad_id, self.eos_ids, self.banned, self.device, self._autocast)
+        chunk = int(self.cfg.actor_rollout_ref.rollout.get("max_num_seqs", 0) or 0)
+        responses, truncated = decoder.generate(prompts, [r.sampling for r in requests], max_new_tokens, chunk)
         self.model.train()
         texts = self.tokenizer.batch_decode(responses, skip_special_tokens=True)
         return RolloutBatch(
@@ -142,38 +199,6 @@ class LocalEngine:
             samples=[r.sample for r in requests],
             payload=LocalPayload(prompts, responses),
         )
-
-    @staticmethod
-    def _calls(requests: Sequence[RolloutRequest]) -> list[tuple[Sampling, list[int]]]:
-        """Rows per generate call: one call per distinct (temperature, top_p) of the sampled rows; greedy rows ride
-        along with the first call (normally everything is ONE call)."""
-        calls: dict[tuple[float, float], list[int]] = {}
-        greedy = []
-        for i, r in enumerate(requests):
-            if r.sampling.do_sample:
-                calls.setdefault((r.sampling.temperature, r.sampling.top_p), []).append(i)
-            else:
-                greedy.append(i)
-        if not calls:
-            return [(Sampling(do_sample=False), greedy)] if greedy else []
-        ordered = [(Sampling(True, t, p), rows) for (t, p), rows in calls.items()]
-        ordered[0] = (ordered[0][0], sorted(ordered[0][1] + greedy))
-        return ordered
-
-    def _generate_rows(self, prompts, greedy, sampling: Sampling, max_new_tokens: int):
-        from transformers import LogitsProcessorList
-
-        self.model.eval()
-        batch = {k: v.to(self.device) for k, v in collate(prompts, self.pad_id, "left").items()}
-        do_sample = sampling.do_sample and sampling.temperature > 0
-        kwargs = dict(do_sample=do_sample, max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
-                      eos_token_id=sorted(self.eos_ids))
-        if do_sample:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        processors = LogitsProcessorList([BanTokens(self.banned)] + ([GreedyRows(greedy)] if do_sample else []))
-        with self._autocast():
-            out = self.model.generate(**batch, logits_processor=processors, **kwargs)
-        return cut_at_eos(out[:, batch["input_ids"].shape[1] :].cpu(), self.eos_ids)
 
     def score(self, rows: RolloutBatch, shaping: bool = True) -> None:
         """The configured reward function, called in this process for every row."""
@@ -191,33 +216,8 @@ class LocalEngine:
         return [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
 
     def _log_probs(self, model, payload: LocalPayload, rows: np.ndarray, width: int, entropy: bool = False):
-        """(b, width) log-probs of the responses of ``rows`` (zeros past each response); optionally entropies."""
-        sequences = []
-        for i in rows:
-            p = payload.prompts[i]
-            full_ids = torch.cat([p.input_ids[0], payload.responses[i]])
-            sequences.append(PromptInputs(
-                input_ids=full_ids.unsqueeze(0), attention_mask=torch.ones_like(full_ids).unsqueeze(0),
-                mm_token_type_ids=torch.cat([p.mm_token_type_ids[0], torch.zeros_like(payload.responses[i])]).unsqueeze(0),
-                pixel_values=p.pixel_values, image_grid_thw=p.image_grid_thw,
-            ))
-        batch = {k: v.to(self.device) for k, v in collate(sequences, self.pad_id, "right").items()}
-        with self._autocast():
-            logits = model(**batch, use_cache=False).logits.float()
-        # the logit at position t predicts token t+1: response token j of row b sits at prompt_len_b + j
-        prompt_lens = torch.tensor([payload.prompts[i].input_ids.shape[1] for i in rows], device=self.device)
-        positions = (prompt_lens.unsqueeze(1) - 1 + torch.arange(width, device=self.device)).clamp(max=logits.shape[1] - 2)
-        picked = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])) / self.temperature
-        targets = batch["input_ids"].gather(1, (positions + 1).clamp(max=batch["input_ids"].shape[1] - 1))
-        log_probs = torch.log_softmax(picked, dim=-1)
-        token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-        lengths = torch.tensor([len(payload.responses[i]) for i in rows], device=self.device)
-        valid = torch.arange(width, device=self.device).unsqueeze(0) < lengths.unsqueeze(1)
-        token_lp = token_lp * valid
-        if not entropy:
-            return token_lp, None
-        ent = -(log_probs.exp() * log_probs).sum(-1) * valid
-        return token_lp, ent
+        return response_log_probs(model, payload, rows, width, self.device, self.pad_id, self.temperature,
+                                  self._autocast, entropy)
 
     @torch.no_grad()
     def compute_log_probs(self, rows: RolloutBatch, model: str = "actor") -> torch.Tensor:
@@ -292,34 +292,6 @@ class LocalEngine:
         metrics = {k: float(np.mean(v)) for k, v in sums.items()}
         metrics["actor/lr"] = float(self.scheduler.get_last_lr()[0])
         return metrics
-
-    # ------------------------------------------------------------------------------------------ SFT warm start
-
-    def sft_step(self, messages: Sequence[list[dict]], targets: Sequence[str], optimizer: torch.optim.Optimizer) -> float:
-        """One cross-entropy step on the target answers (prompt tokens masked): the supervised warm start.
-
-        It has its own optimizer, so the RL optimizer and its schedule start fresh after the warm start."""
-        prompts = self.encode(messages)
-        eos = self.tokenizer.convert_ids_to_tokens(sorted(self.eos_ids)[0])
-        answers = [torch.tensor(self.tokenizer(t + eos, add_special_tokens=False)["input_ids"]) for t in targets]
-        payload = LocalPayload(prompts, answers)
-        width = max(len(a) for a in answers)
-        self.model.train()
-        optimizer.zero_grad(set_to_none=True)
-        log_prob, _ = self._log_probs(self.model, payload, np.arange(len(answers)), width)
-        loss = -log_prob.sum() / sum(len(a) for a in answers)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        optimizer.step()
-        return loss.item()
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.model.parameters() if p.requires_grad]
-
-    def sync_reference(self) -> None:
-        """The reference policy becomes the current one (after the warm start, RL starts from the SFT model)."""
-        if self.ref_model is not None:
-            self.ref_model.load_state_dict(self.model.state_dict())
 
     # ------------------------------------------------------------------------------------------ state
 

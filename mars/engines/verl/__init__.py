@@ -7,23 +7,32 @@
     samples.py     verl's dataset rows -> the step's prompts; the expected-image-count check
     payload.py     VerlPayload: a DataProto with the step's row operations
     checks.py      settings the engine refuses, with the fix
+    device_settings.py   the rollout backend check; on a CPU, the settings verl needs there
+    cpu_platform.py  verl's ``cpu`` platform (registered through verl's platform plugin hook) and its shims
+    hf_rollout/    ``rollout.name=hf``: transformers generation behind verl's agent loop (the local engine's decoder)
+    verl_fixes.py  workarounds for verl 0.9.1 faults that hit every device
 
 Everything here imports on a CPU machine without vLLM or SGLang; GPUs and the rollout engine are needed only when
 workers start. Entry points: ``python -m mars.main_ppo`` (GRPO+MARS), ``python -m recipe.dapo.main_dapo``.
 """
 
-from mars.engines.verl.checks import VerlConfigError, check_verl_config
-from mars.engines.verl.engine import VerlEngine
-from mars.engines.verl.payload import VerlPayload
-from mars.engines.verl.samples import VerlPromptSample
-from mars.engines.verl.trainer import MarsRayPPOTrainer, PromptStream
+# Names resolve on first use: verl imports this package from its plugin entry point while verl itself is still
+# importing, so nothing heavy (the trainer, Ray, verl's worker code) may load here.
+_EXPORTS = {
+    "MarsRayPPOTrainer": "mars.engines.verl.trainer",
+    "PromptStream": "mars.engines.verl.trainer",
+    "VerlConfigError": "mars.engines.verl.checks",
+    "check_verl_config": "mars.engines.verl.checks",
+    "VerlEngine": "mars.engines.verl.engine",
+    "VerlPayload": "mars.engines.verl.payload",
+    "VerlPromptSample": "mars.engines.verl.samples",
+}
+__all__ = sorted(_EXPORTS)
 
-__all__ = [
-    "MarsRayPPOTrainer",
-    "PromptStream",
-    "VerlConfigError",
-    "VerlEngine",
-    "VerlPayload",
-    "VerlPromptSample",
-    "check_verl_config",
-]
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

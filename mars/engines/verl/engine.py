@@ -24,10 +24,21 @@ import numpy as np
 import torch
 from verl import DataProto
 
-from mars.engines.verl.generation import generation_batch, join_request_fields, rollout_batch
+from mars.engines.verl.generation import (
+    check_prompts_follow_requests,
+    generation_batch,
+    join_request_fields,
+    rollout_batch,
+)
 from mars.trainer.engine import PolicyBatch, RolloutBatch, RolloutRequest
 
 ROW_INDEX_KEY = "mars_row"  # position of a row in the step's order, carried through verl's batch balancing
+
+
+def timing_key(key: str) -> str:
+    """verl's agent-loop timing key, relabelled where its meaning differs under MARS: the "slowest" row is picked
+    among every row of the call, so it can be an anchor or a copy padding the call, not a trained rollout."""
+    return key.replace("agent_loop/slowest/", "agent_loop/slowest_of_all_rows/", 1)
 
 
 class VerlEngine:
@@ -39,6 +50,7 @@ class VerlEngine:
         self.rollout_awake = False
         self.last_update: DataProto | None = None  # the rows of the last update, for verl's data metrics
         self._metrics: dict[str, float] = {}  # verl-side metrics of the current step (balance, entropy, timing)
+        self._old_log_prob_extras: dict[str, torch.Tensor] = {}  # sum_pi_squared / routed_experts, step order
 
     # ------------------------------------------------------------------------------------------ rollout servers
 
@@ -72,10 +84,9 @@ class VerlEngine:
             self.sync_weights()
         output = unpad_dataproto(self.trainer.async_rollout_manager.generate_sequences(padded), pad_size)
         for key, value in (output.meta_info.pop("timing", None) or {}).items():
-            self._metrics[key] = float(value)
+            self._metrics[timing_key(key)] = float(value)
         data = join_request_fields(output, generation)
-        if list(data.non_tensor_batch["uid"]) != [r.group_id for r in requests]:
-            raise RuntimeError("verl's rollout returned its rows out of request order")
+        check_prompts_follow_requests(requests, data)
         return rollout_batch(requests, data, self.trainer.tokenizer, int(rollout.response_length))
 
     def _check_sampling(self, requests: Sequence[RolloutRequest]) -> None:
@@ -179,6 +190,12 @@ class VerlEngine:
             )
             self._metrics.update({"actor/entropy": float(entropy.detach().item()), "perf/mfu/actor_infer": mfu})
             log_probs = output.batch["old_log_probs"]
+            self._debug_metrics(data, log_probs)
+            # verl's update reads these from the same rows (router replay, the variance-proxy metrics)
+            self._old_log_prob_extras = {
+                key: self._in_step_order(output.batch[key], order)
+                for key in ("sum_pi_squared", "routed_experts") if key in output.batch.keys()
+            }
         elif model == "ref":
             if not self.trainer.use_reference_policy:
                 raise RuntimeError("no reference policy: set actor_rollout_ref.actor.use_kl_loss=true")
@@ -205,6 +222,11 @@ class VerlEngine:
         data.batch["returns"] = batch.advantages.float()  # what verl's outcome estimators return
         if batch.ref_log_probs is not None:
             data.batch["ref_log_prob"] = batch.ref_log_probs.float()
+        extras, self._old_log_prob_extras = self._old_log_prob_extras, {}
+        for key, values in extras.items():
+            if len(values) != len(data):
+                raise RuntimeError(f"{key} of the old-log-prob call has {len(values)} rows, the update {len(data)}")
+            data.batch[key] = values
         metrics = self._rollout_correction(data)
         data, _ = self._balanced(data)  # advantages travel with their rows
         self._sleep_rollout()
@@ -213,6 +235,17 @@ class VerlEngine:
         self.last_update = data
         metrics, self._metrics = {**self._metrics, **metrics}, {}
         return metrics
+
+    def _debug_metrics(self, data: DataProto, old_log_probs: torch.Tensor) -> None:
+        """verl's rollout-versus-actor probability difference (``training/rollout_probs_diff_*``), where the rollout
+        returned its log-probs; over the trained rows only (anchors have no actor log-probs)."""
+        if "rollout_log_probs" not in data.batch.keys():
+            return
+        from verl.utils.debug.metrics import calculate_debug_metrics
+
+        probe = DataProto(batch=data.batch.clone(recurse=False))
+        probe.batch["old_log_probs"] = old_log_probs.float()
+        self._metrics.update(calculate_debug_metrics(probe))
 
     def _rollout_correction(self, data: DataProto) -> dict[str, float]:
         """verl's rollout-correction weights (decoupled mode), computed where verl's trainer computes them."""

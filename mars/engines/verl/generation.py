@@ -87,6 +87,25 @@ def join_request_fields(output: DataProto, generation: DataProto) -> DataProto:
     return DataProto(batch=output.batch, non_tensor_batch=joined, meta_info=dict(output.meta_info))
 
 
+def check_prompts_follow_requests(requests: Sequence[RolloutRequest], data: DataProto) -> None:
+    """Rows that were sent the same messages (the n rollouts of a prompt) must come back with the same prompt tokens.
+
+    The request's own fields (``uid``...) are joined from the request side, so comparing them proves nothing; the
+    prompt tokens are the agent loop's own output, so a row returned in another group's place is caught here."""
+    prompts = data.batch["prompts"]
+    rows_of: dict[int, list[int]] = {}
+    for i, request in enumerate(requests):
+        rows_of.setdefault(id(request.messages), []).append(i)
+    for rows in rows_of.values():
+        same = (prompts[rows] == prompts[rows[0]]).all(dim=-1)
+        if not bool(same.all()):
+            bad = rows[int(torch.nonzero(~same)[0])]
+            raise RuntimeError(
+                f"verl's rollout returned rows out of request order: row {bad} ({requests[bad].group_id}) has other "
+                f"prompt tokens than row {rows[0]}, which was sent the same messages"
+            )
+
+
 def response_lengths(data: DataProto) -> torch.Tensor:
     """Generated tokens per row: the response part of the attention mask (verl's own definition)."""
     width = data.batch["responses"].shape[1]

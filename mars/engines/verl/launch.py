@@ -1,14 +1,24 @@
-"""Starting a MARS run on Ray: the config checks, then verl's ``run_ppo`` with MARS's task runner.
+"""Starting a MARS run on Ray: the model, the device settings, the checks, Ray, verl's ``run_ppo``, the summary.
 
-verl's ``run_ppo(config, task_runner_class)`` starts (or joins) the Ray cluster with verl's runtime environment and
-runs ``task_runner_class.run(config)`` in a Ray actor. verl's own ``TaskRunner.run`` builds ``RayPPOTrainer``
-by name, so ``MarsTaskRunner`` reuses its parent ``BaseTaskRunner``'s role and resource-pool set-up and builds
-``MarsRayPPOTrainer`` instead.
+    run(config)
+      1. the warm-started model (``mars.sft_warmup``; cached, shared with the local engine)
+      2. the machine: the rollout backend, and on a CPU the settings verl needs (``device_settings``)
+      3. the checks: MARS's, the data files', verl's ``validate_config``; the run directory's (one configuration)
+      4. Ray: started here (and always shut down, also on Ctrl-C or an error) unless a cluster is joined
+      5. verl's ``run_ppo`` with ``MarsTaskRunner``: worker groups, datasets, ``MarsRayPPOTrainer.fit``
+      6. the summary: validation before/after, ``training.png``, ``result.json``
+
+verl's ``TaskRunner.run`` builds ``RayPPOTrainer`` by name, so ``MarsTaskRunner`` reuses its parent
+``BaseTaskRunner``'s role and resource-pool set-up and builds ``MarsRayPPOTrainer`` instead.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import Any, Iterator
 
 from verl.trainer.main_ppo_v0 import BaseTaskRunner
 
@@ -19,19 +29,16 @@ class MarsTaskRunner(BaseTaskRunner):
     """Runs in a Ray actor: worker roles, datasets, the MARS trainer, ``fit``."""
 
     def run(self, config: Any) -> None:
-        from pprint import pprint
-
         from omegaconf import OmegaConf
         from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler, need_critic, need_reference_policy
         from verl.utils.config import omega_conf_to_dataclass, validate_config
         from verl.utils.dataset.rl_dataset import collate_fn
         from verl.workers.config import HFModelConfig
 
-        from mars.advantage.verl_estimator import register
         from mars.engines.verl.trainer import MarsRayPPOTrainer
+        from mars.verl_plugin import register_all
 
-        register()  # the plugin entry point does it on `import verl`; this raises if it failed
-        pprint(OmegaConf.to_container(config, resolve=True))
+        register_all()  # the plugin entry point does it on `import verl`; this raises if it failed
         OmegaConf.resolve(config)
         _, worker_group_cls = self.add_actor_rollout_worker(config)
         self.add_critic_worker(config)
@@ -75,16 +82,121 @@ def check_dataset_images(dataset: Any, config: Any, where: str) -> None:
         check_image_counts(counts, expected, where)
 
 
-def run(config: Any) -> None:
-    """Check the config (ours, then verl's), then train on Ray."""
+# ---------------------------------------------------------------------------------------------------- Ray
+
+
+def ray_init_kwargs(config: Any, on_cpu: bool) -> dict[str, Any]:
+    """``ray.init`` arguments: verl's runtime environment and ``ray_kwargs.ray_init``, plus, on a CPU, logical GPUs
+    (verl's resource pools ask for one per worker), enough logical CPUs for every actor, the CPU platform and
+    one thread per process in every worker."""
+    from omegaconf import OmegaConf
+    from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
+
+    init = OmegaConf.to_container(config.ray_kwargs.get("ray_init", {}), resolve=True) or {}
+    runtime_env = OmegaConf.to_container(
+        OmegaConf.merge(get_ppo_ray_runtime_env(config), init.pop("runtime_env", {}) or {}), resolve=True)
+    env = runtime_env.setdefault("env_vars", {})
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if on_cpu:
+        gpus = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
+        threads = str(int(config.trainer.get("cpu_threads", 1) or 1))
+        env.update({"VERL_PLATFORM": "cpu", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
+        init.setdefault("num_gpus", gpus)
+        if init.get("num_cpus") is None:
+            init["num_cpus"] = max(os.cpu_count() or 1, 4 * gpus + 8)  # logical: actors, not cores
+    if init.get("num_cpus") is None:
+        init.pop("num_cpus", None)
+    runtime_env = {k: v for k, v in runtime_env.items() if v is not None}
+    return {**init, "runtime_env": runtime_env}
+
+
+@contextlib.contextmanager
+def ray_cluster(config: Any, on_cpu: bool, write=print) -> Iterator[bool]:
+    """Start Ray here unless a cluster is joined (``RAY_ADDRESS``) or running; a Ray started here is shut down on
+    every way out (the end, an error, Ctrl-C, SIGTERM), so no Ray process outlives the run. Yields whether it
+    started Ray."""
     import ray
-    from verl.trainer.main_ppo import run_ppo
+
+    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+        yield False
+        return
+    kwargs = ray_init_kwargs(config, on_cpu)
+    if on_cpu:
+        os.environ["VERL_PLATFORM"] = "cpu"  # the driver too
+    ray.init(**kwargs)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminate(signum, frame):  # SIGTERM ends the run like Ctrl-C: through the finally below
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        write("shutting down Ray ...")
+        ray.shutdown()
+
+
+# ---------------------------------------------------------------------------------------------------- the run
+
+
+def prepare_config(config: Any, write=print) -> bool:
+    """Steps 1 to 3 of ``run``: returns whether the run is on the CPU."""
+    from omegaconf import open_dict
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
-    from verl.utils.device import auto_set_device
 
-    auto_set_device(config)
+    from mars.engines.verl.device_settings import apply_device_settings
+    from mars.trainer.loop import absolutize_paths
+    from mars.trainer.warm_start import warm_started_model
+
+    with open_dict(config):
+        config.actor_rollout_ref.model.path = warm_started_model(config, write)
+        absolutize_paths(config)  # Ray workers do not share the driver's working directory
+        config.trainer.default_local_dir = os.path.abspath(str(config.trainer.default_local_dir))
+        on_cpu = apply_device_settings(config, write)
+    if not on_cpu:
+        from verl.utils.device import auto_set_device
+
+        auto_set_device(config)
     check_verl_config(config)
     check_data_files(config)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    run_ppo(config, task_runner_class=ray.remote(MarsTaskRunner))
+    return on_cpu
+
+
+def run(config: Any, write=print) -> None:
+    """Train on Ray (see the module docstring)."""
+    import ray
+    from verl.trainer.main_ppo import run_ppo
+
+    from mars.trainer.run_dir import prepare_run_dir
+
+    on_cpu = prepare_config(config, write)
+    run_dir = prepare_run_dir(config, write)
+    if run_dir.status == "complete":
+        return
+    with ray_cluster(config, on_cpu, write):
+        run_ppo(config, task_runner_class=ray.remote(MarsTaskRunner))
+    summarize(config, write)
+
+
+def summarize(config: Any, write=print) -> None:
+    """What the local engine prints at the end, from the run directory: validation before and after, the plot."""
+    from mars.trainer.plots import plot_run
+    from mars.trainer.run_dir import record_result
+    from mars.trainer.tracking import MetricsLog
+
+    run_dir = Path(config.trainer.default_local_dir)
+    history = MetricsLog(run_dir, config).history()
+    val = [(h["step"], h["val/reward"]) for h in history if "val/reward" in h]
+    steps = max((h["step"] for h in history), default=0)
+    plot = plot_run(history, run_dir / "training.png") if config.mars.get("plots", True) and history else None
+    before = next((v for s, v in val if s == 0), None)
+    after = val[-1][1] if val and val[-1][0] > 0 else None
+    if before is not None and after is not None:
+        write(f"validation reward: {before:.3f} before training -> {after:.3f} after {steps} steps")
+    write(f"run folder {run_dir}: metrics.jsonl, checkpoints global_step_N/" + (f", plots in {plot}" if plot else ""))
+    record_result(run_dir, {"step": steps, "val_before": before, "val_after": after, "engine": "verl",
+                            "checkpoint": str(run_dir / f"global_step_{steps}")})

@@ -14,35 +14,59 @@ verl's data/timing/throughput metrics, rollout dumps and the ``Tracking`` logger
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any
+
+import numpy as np
+import torch
 
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from mars.engines.verl.engine import VerlEngine
 from mars.engines.verl.samples import VerlPromptSample, expected_num_images, samples_from_batch
+from mars.trainer.dataset import DataExhausted, epochs_used_up
+
+PROMPTS_FILE = "mars_prompts.json"  # in each global_step_N folder: the batches drawn up to that checkpoint
 
 
 class PromptStream:
-    """The step's ``next_prompts``: batches of verl's train dataloader, across epochs.
+    """The step's ``next_prompts``: batches of verl's train dataloader, for at most ``max_epochs`` passes.
 
-    DAPO's dynamic sampling draws several batches per step; the dataloader's own state (saved in every verl
-    checkpoint) says where the next one starts, so a resumed run continues with the next unseen batch."""
+    DAPO's dynamic sampling draws several batches per step, so the position in the data is counted in batches
+    (``batches``, saved with every checkpoint next to the dataloader's state and restored from it) and the epoch
+    follows from that count, never from the step number. After ``max_epochs`` passes it raises ``DataExhausted``
+    (the rule in ``mars.trainer.dataset``, the local engine's too)."""
 
-    def __init__(self, dataloader: Any, expected_images: int | None = None, epoch: int = 0):
+    def __init__(self, dataloader: Any, expected_images: int | None = None, batches: int = 0,
+                 max_epochs: int | None = None):
         self.dataloader = dataloader
         self.expected_images = expected_images
-        self.epoch = epoch
+        self.batches = batches  # drawn since the run began, resumed runs included
+        self.max_epochs = max_epochs
         self._batches = None
 
+    @property
+    def batches_per_epoch(self) -> int:
+        return max(len(self.dataloader), 1)
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the last batch drawn, from 0 (verl's ``training/epoch``)."""
+        return max(self.batches - 1, 0) // self.batches_per_epoch
+
     def __call__(self) -> list[VerlPromptSample]:
+        exhausted = epochs_used_up(self.max_epochs, self.batches, self.batches_per_epoch)
+        if exhausted is not None:
+            raise exhausted
         if self._batches is None:
             self._batches = iter(self.dataloader)
         try:
             batch = next(self._batches)
-        except StopIteration:
-            self.epoch += 1
+        except StopIteration:  # an epoch ended (or a restored state was at its end): the sampler starts the next
             self._batches = iter(self.dataloader)
             batch = next(self._batches)
+        self.batches += 1
         return samples_from_batch(batch, self.expected_images)
 
 
@@ -51,49 +75,115 @@ class MarsRayPPOTrainer(RayPPOTrainer):
 
     engine: VerlEngine
 
+    def __init__(self, config: Any, *args: Any, **kwargs: Any):
+        from mars.data.check import check_prompt_lengths
+        from mars.trainer.rewards import resolve_reward_config
+
+        resolve_reward_config(config)  # the local engine's reward rules, before verl's reward loop reads the config
+        super().__init__(config, *args, **kwargs)
+        # a variant longer than the rollout's prompt_length would stop a step deep in the run: refuse it now
+        check_prompt_lengths(config, self.tokenizer, self.processor)
+
     def fit(self) -> None:
         from tqdm import tqdm
-        from verl.utils.tracking import Tracking
+        from verl.utils.skip.skip_manager import SkipManager
 
         from mars.trainer.step import StepSettings
+        from mars.trainer.tracking import MetricsLog
 
         if self._dump_executor._shutdown:
             self._init_dump_executor()
         config = self.config
-        tracking = Tracking(
-            project_name=config.trainer.project_name,
-            experiment_name=config.trainer.experiment_name,
-            default_backend=config.trainer.logger,
-            config=_plain(config),
-        )
+        # the run folder's metrics.jsonl and the short console line, as the local engine writes them; verl's
+        # Tracking for every other trainer.logger backend (tensorboard, wandb, ...)
+        tracking = MetricsLog(config.trainer.default_local_dir, config)
         self.global_steps = 0
         self._load_checkpoint()  # sets global_steps and the dataloader's position when resuming
+        tracking.truncate_after(self.global_steps)  # steps logged after the last checkpoint are redone
         self.engine = VerlEngine(self)
         self.engine.sync_weights()
 
-        if config.trainer.get("val_before_train", True):
+        if config.trainer.get("val_before_train", True) and self.global_steps == 0:  # as the local engine: not on resume
             metrics = self._validate()
-            tracking.log(data=metrics, step=self.global_steps)
+            tracking.log(metrics, self.global_steps)
             if config.trainer.get("val_only", False):
                 self._shutdown_dump_executor()
                 return
 
         settings = StepSettings.from_config(config)
-        steps_per_epoch = max(len(self.train_dataloader), 1)
-        epoch = self.global_steps // steps_per_epoch
-        prompts = PromptStream(self.train_dataloader, expected_num_images(config.mars), epoch)
+        self.prompts = prompts = self._prompt_stream()
+        SkipManager.init(config)  # verl's rollout-skip hooks, stepped as verl's fit steps them
         progress = tqdm(total=self.total_training_steps, initial=self.global_steps, desc="Training Progress")
         self.max_steps_duration = 0.0
         self.global_steps += 1
         while self.global_steps <= self.total_training_steps:
             self._finish_async_checkpoints(blocking=False)
-            metrics = self.run_step(prompts, settings)
-            tracking.log(data=metrics, step=self.global_steps)
+            SkipManager.set_step(self.global_steps)
+            try:
+                metrics = self.run_step(prompts, settings)
+            except DataExhausted as exhausted:  # total_epochs bounds the run before total_training_steps
+                progress.write(f"{exhausted}: the run ends after step {self.global_steps - 1} of "
+                               f"{self.total_training_steps} (step {self.global_steps} is not trained)")
+                break
+            tracking.log(metrics, self.global_steps, progress.write)
             progress.update(1)
             self.global_steps += 1
         self._finish_async_checkpoints(blocking=True)
         progress.close()
         self._shutdown_dump_executor()
+
+    def _prompt_stream(self) -> PromptStream:
+        """Where the data stands: the batches drawn before the checkpoint resumed from (0 on a fresh run)."""
+        return PromptStream(self.train_dataloader, expected_num_images(self.config.mars),
+                            getattr(self, "_resumed_batches", 0), int(self.config.trainer.total_epochs))
+
+    def _save_checkpoint(self) -> None:
+        """verl's checkpoint, plus the number of batches drawn (DAPO draws several per step)."""
+        prompts = getattr(self, "prompts", None)
+        if prompts is not None:
+            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+            os.makedirs(folder, exist_ok=True)
+            with open(os.path.join(folder, PROMPTS_FILE), "w") as f:
+                json.dump({"batches": prompts.batches}, f)
+        super()._save_checkpoint()
+
+    def _load_checkpoint(self) -> None:
+        """verl's resume, then the dataloader's position restored unconditionally: verl skips it when the step number
+        is a multiple of the epoch's batches, which under dynamic sampling says nothing about the data's position."""
+        super()._load_checkpoint()
+        self._resumed_batches = 0
+        if self.global_steps == 0:
+            return
+        folder = self._checkpoint_folder()
+        data = os.path.join(folder, "data.pt")
+        if os.path.exists(data):
+            self.train_dataloader.load_state_dict(torch.load(data, weights_only=False))
+        saved = os.path.join(folder, PROMPTS_FILE)
+        if os.path.exists(saved):
+            with open(saved) as f:
+                self._resumed_batches = int(json.load(f)["batches"])
+        else:  # a checkpoint of an older MARS: one batch per step
+            self._resumed_batches = self.global_steps
+
+    def _checkpoint_folder(self) -> str:
+        """The global_step_N folder verl's _load_checkpoint resumed from."""
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path":
+            return os.path.abspath(str(trainer.resume_from_path))
+        return os.path.join(os.path.abspath(str(trainer.default_local_dir)), f"global_step_{self.global_steps}")
+
+    def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns):
+        """verl's validation metrics plus the local engine's ``val/reward`` and ``val/<reward part>`` (means over the
+        validation answers), so both engines' run folders carry the same keys."""
+        metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, sample_turns)
+        for key, values in reward_extra_infos_dict.items():
+            try:
+                numbers = np.asarray(values, dtype=np.float64)
+            except (TypeError, ValueError):
+                continue
+            if numbers.size and key not in ("reward_error", "coord_error", "error"):
+                metrics["val/reward" if key in ("reward", "score") else f"val/{key}"] = float(numbers.mean())
+        return metrics
 
     def _finish_async_checkpoints(self, blocking: bool) -> None:
         """Completes checkpoints saved with actor.checkpoint.async_save, where the worker group supports it."""
@@ -107,6 +197,7 @@ class MarsRayPPOTrainer(RayPPOTrainer):
             compute_data_metrics,
             compute_throughout_metrics,
             compute_timing_metrics,
+            compute_variance_proxy_metrics,
         )
         from verl.utils.checkpoint.checkpoint_manager import should_save_ckpt_esi
         from verl.utils.debug import marked_timer
@@ -141,6 +232,10 @@ class MarsRayPPOTrainer(RayPPOTrainer):
         if batch is not None:
             metrics.update(compute_data_metrics(batch=batch, use_critic=False))
             metrics.update(compute_timing_metrics(batch=batch, timing_raw=timing_raw))
+            grad_norm = step_metrics.get("actor/grad_norm", None)  # needs sum_pi_squared from the old log-probs
+            metrics.update(compute_variance_proxy_metrics(batch=batch, gradient_norm=grad_norm))
+            if not is_last_step and hasattr(self.train_dataset, "on_batch_end"):
+                self.train_dataset.on_batch_end(batch=batch)  # verl's hook for datasets that change while training
             if "step" in timing_raw:
                 n_gpus = self.resource_pool_manager.get_n_gpus()
                 metrics.update(compute_throughout_metrics(batch=batch, timing_raw=timing_raw, n_gpus=n_gpus))
@@ -152,9 +247,3 @@ class MarsRayPPOTrainer(RayPPOTrainer):
         metrics.update(step_metrics)  # the step's own numbers win where both name one (same rows)
         metrics.update({"training/global_step": step, "training/epoch": prompts.epoch})
         return metrics
-
-
-def _plain(config: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(config, resolve=True)

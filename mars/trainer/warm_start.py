@@ -1,0 +1,200 @@
+"""The supervised warm start (``mars.sft_warmup``), built once and cached by what determines it.
+
+    path = warm_started_model(cfg)   # a Hugging Face model directory; the model path itself when steps == 0
+
+RL starts from a policy whose answers parse (the reference starts RL from a CoT-SFT model). The warm start depends
+only on the model, the training prompts and their target answers, the warm-start settings, the seed and the device,
+never on the experiment's name or its RL settings, so it is built once under ``mars.sft_warmup.cache_dir/<key>/``
+and reused by every experiment on the same model and data (a DAPO run after a GRPO run, a new variant mode, ...).
+Both engines call it; it trains in this process with transformers (CPU or one GPU), the same loss as the local
+engine's log-probs: cross-entropy on the target answer tokens, prompt tokens masked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from mars.trainer.dataset import PromptSample, load_samples
+
+# bump when the warm start's result changes for the same inputs (loss, target text, sampling of batches)
+FORMAT = 1
+DEFAULT_CACHE_DIR = "outputs/warm_start"
+DONE = "warm_start.json"  # written last inside the temporary folder: a cache entry without it is never used
+HASH_WHOLE_FILES_UP_TO = 64 << 20  # bigger files (real weights) are identified by name, size and mtime
+
+
+def run_seed(cfg: Any) -> int:
+    """The run's seed: ``data.seed``, else verl's ``actor.data_loader_seed``, else 42."""
+    if cfg.data.get("seed") is not None:
+        return int(cfg.data.seed)
+    return int(cfg.actor_rollout_ref.actor.get("data_loader_seed", 42))
+
+
+def training_samples(cfg: Any) -> list[PromptSample]:
+    """``data.train_files`` as the trainer sees them (checked rows, ``data.train_max_samples``)."""
+    samples = load_samples(cfg.data.train_files, str(cfg.mars.get("on_bad_row", "error")))
+    limit = int(cfg.data.get("train_max_samples", -1) or -1)
+    return samples[:limit] if limit > 0 else samples
+
+
+def sft_target(sample: PromptSample) -> str:
+    from mars.data.convert import sft_assistant_text
+
+    row = {"reward_model": {"ground_truth": sample.ground_truth}, "extra_info": sample.extra_info,
+           "ability": sample.extra_info.get("reward")}
+    return sft_assistant_text(row)
+
+
+def _path_identity(path: str) -> Any:
+    """A file or a directory by content (small files) or name, size and mtime (big ones); a hub id by name."""
+    root = Path(path)
+    if not root.exists():
+        return {"name": path}
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    out = {}
+    for f in files:
+        stat = f.stat()
+        rel = f.name if f == root else str(f.relative_to(root))
+        if stat.st_size <= HASH_WHOLE_FILES_UP_TO:
+            out[rel] = hashlib.sha256(f.read_bytes()).hexdigest()
+        else:
+            out[rel] = f"{stat.st_size}:{stat.st_mtime_ns}"
+    return out
+
+
+def _device(cfg: Any) -> torch.device:
+    from mars.engines.local.engine import resolve_device
+
+    return resolve_device(cfg.trainer.get("device", "auto"))
+
+
+def warm_start_identity(cfg: Any, samples: Sequence[PromptSample], targets: Sequence[str]) -> dict[str, Any]:
+    """Everything the warm-started weights depend on (the cache key is its hash; it is saved beside the model)."""
+    sft = cfg.mars.sft_warmup
+    files = cfg.data.train_files
+    files = [files] if isinstance(files, str) else list(files)
+    prompts = hashlib.sha256(json.dumps([[s.messages, t] for s, t in zip(samples, targets)], sort_keys=True,
+                                        default=str).encode()).hexdigest()
+    return {
+        "format": FORMAT,
+        "model": str(cfg.actor_rollout_ref.model.path),
+        "model_files": _path_identity(str(cfg.actor_rollout_ref.model.path)),
+        "train_files": {str(f): _path_identity(str(f)) for f in files},
+        "prompts_and_targets": prompts,  # also covers train_max_samples, skipped rows and the target text
+        "steps": int(sft.steps), "lr": float(sft.lr), "batch_size": int(sft.batch_size),
+        "seed": run_seed(cfg),
+        "temperature": float(cfg.actor_rollout_ref.rollout.temperature) or 1.0,  # the log-probs divide by it
+        "device": _device(cfg).type,  # bf16 autocast on cuda, fp32 on the cpu: different weights
+    }
+
+
+def warm_started_model(cfg: Any, write=print) -> str:
+    """The Hugging Face directory of ``actor_rollout_ref.model.path`` after ``mars.sft_warmup`` on ``data.train_files``.
+
+    Built on first use under ``mars.sft_warmup.cache_dir/<key>/`` (default ``outputs/warm_start``) and reused by
+    every later run with the same model, data, warm-start settings, seed and device. Returns the model path
+    unchanged when ``mars.sft_warmup.steps`` is 0. A crash while building leaves no entry behind."""
+    sft = cfg.mars.get("sft_warmup")
+    model_path = str(cfg.actor_rollout_ref.model.path)
+    if sft is None or int(sft.steps) <= 0:
+        return model_path
+    samples = training_samples(cfg)
+    targets = [sft_target(s) for s in samples]
+    identity = warm_start_identity(cfg, samples, targets)
+    key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    root = Path(sft.get("cache_dir") or DEFAULT_CACHE_DIR).absolute()
+    final = root / key
+    if (final / DONE).exists():
+        summary = json.loads((final / DONE).read_text())
+        write(f"SFT warm start: reusing {final} ({identity['steps']} steps, loss {summary['loss_first']:.3f} -> "
+              f"{summary['loss_last']:.3f})")
+        return str(final)
+
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}."))
+    try:
+        losses = _train(cfg, samples, targets, tmp, write)
+        summary = {"identity": identity, "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:])),
+                   "losses": losses}
+        (tmp / DONE).write_text(json.dumps(summary, indent=1))
+        try:
+            os.replace(tmp, final)
+        except OSError:  # another run finished the same entry first: theirs is as good as ours
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    write(f"SFT warm start: {identity['steps']} steps, loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f};"
+          f" cached in {final}")
+    return str(final)
+
+
+def _train(cfg: Any, samples: Sequence[PromptSample], targets: Sequence[str], out: Path, write) -> list[float]:
+    """AdamW on all weights (its own optimizer: the RL optimizer and schedule start fresh afterwards)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mars.engines.local.engine import LocalPayload, autocast_for, response_log_probs, set_cpu_threads
+    from mars.engines.local.generation import eos_token_ids
+    from mars.processing import ImageCache, MultimodalEncoder
+    from mars.trainer.progress import Progress
+
+    sft = cfg.mars.sft_warmup
+    steps, batch_size, seed = int(sft.steps), int(sft.batch_size), run_seed(cfg)
+    device = _device(cfg)
+    set_cpu_threads(cfg, device, write)
+    torch.manual_seed(seed)
+    processor = AutoProcessor.from_pretrained(str(cfg.actor_rollout_ref.model.path))
+    tokenizer = processor.tokenizer
+    model = AutoModelForImageTextToText.from_pretrained(str(cfg.actor_rollout_ref.model.path), dtype=torch.float32)
+    model = model.to(device).train()
+    encoder, images = MultimodalEncoder(processor), ImageCache(processor.image_processor)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    eos_ids = eos_token_ids(model, tokenizer)
+    eos = tokenizer.convert_ids_to_tokens(sorted(eos_ids)[0])
+    temperature = float(cfg.actor_rollout_ref.rollout.temperature) or 1.0
+    # prompts and answers are encoded once per sample, not once per draw (the images dominate the data path)
+    encoded: dict[int, tuple[Any, torch.Tensor]] = {}
+
+    def encode(i: int):
+        if i not in encoded:
+            answer = torch.tensor(tokenizer(targets[i] + eos, add_special_tokens=False)["input_ids"])
+            encoded[i] = (encoder.encode([samples[i].messages], images)[0], answer)
+            if len(encoded) > 4096:  # a big dataset: bounded memory, re-encoding what falls out
+                encoded.pop(next(iter(encoded)))
+        return encoded[i]
+
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(sft.lr))
+    rng = np.random.default_rng([seed, 7])
+    losses: list[float] = []
+    bar = Progress(steps, "SFT warm start", write=write)
+    for _ in range(steps):
+        idx = rng.choice(len(samples), size=min(batch_size, len(samples)), replace=False)
+        prompts, answers = zip(*(encode(int(i)) for i in idx))
+        payload = LocalPayload(list(prompts), list(answers))
+        width = max(len(a) for a in answers)
+        optimizer.zero_grad(set_to_none=True)
+        log_prob, _ = response_log_probs(model, payload, np.arange(len(answers)), width, device, pad_id, temperature,
+                                         lambda: autocast_for(device))
+        loss = -log_prob.sum() / sum(len(a) for a in answers)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        bar.update(loss=f"{losses[-1]:.3f}")
+    bar.close()
+    model.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    del model, optimizer
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return losses
