@@ -50,11 +50,13 @@ def first_image_size(item: dict[str, Any]) -> list[int] | None:
 
 
 def generate_hf(model_path: str, items: list[dict], batch_size: int, max_new_tokens: int) -> list[str]:
-    from tqdm.auto import tqdm
     from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessorList
 
     from mars.engines.local.generation import BanTokens, cut_at_eos, eos_token_ids, vision_token_ids
     from mars.processing import ImageCache, MultimodalEncoder, collate
+    from mars.trainer.progress import Progress, quiet_library_bars
+
+    quiet_library_bars()
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -66,7 +68,9 @@ def generate_hf(model_path: str, items: list[dict], batch_size: int, max_new_tok
     eos_ids = eos_token_ids(model, tokenizer)
     ban = LogitsProcessorList([BanTokens(vision_token_ids(tokenizer))])
     texts: list[str] = []
-    for start in tqdm(range(0, len(items), batch_size), desc="inference", unit="batch"):
+    starts = range(0, len(items), batch_size)
+    bar = Progress(len(starts), "inference (batches)")  # plain lines when the output is a log file
+    for start in starts:
         chunk = items[start : start + batch_size]
         inputs = encoder.encode([to_messages(i) for i in chunk], ImageCache(processor.image_processor))
         batch = {k: v.to(device) for k, v in collate(inputs, pad_id, "left").items()}
@@ -77,6 +81,8 @@ def generate_hf(model_path: str, items: list[dict], batch_size: int, max_new_tok
                                  eos_token_id=sorted(eos_ids), logits_processor=ban)
         responses, _ = cut_at_eos(out[:, batch["input_ids"].shape[1] :].cpu(), eos_ids)
         texts += tokenizer.batch_decode(responses, skip_special_tokens=True)
+        bar.update()
+    bar.close()
     return texts
 
 
@@ -116,7 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-new-tokens", type=int, default=1024)
     parser.add_argument("--backend", choices=("auto", "vllm", "hf"), default="auto")
+    parser.add_argument("--cpu-threads", type=int, default=1,
+                        help="torch threads on the CPU (default 1, as the trainer's: tiny models on shared machines; "
+                             "0 = torch's default)")
     args = parser.parse_args(argv)
+    if args.cpu_threads > 0 and not torch.cuda.is_available():
+        torch.set_num_threads(args.cpu_threads)
 
     items = load_questions(args.questions)
     if use_vllm(args.backend):

@@ -199,6 +199,11 @@ def test_merge_infer_and_evaluate(tiny_model_dir, ir_data_dir, tmp_path):
     questions = tmp_path / "questions.json"
     subprocess.run([sys.executable, "-m", "mars.cli", "data", "convert", "to-json", str(ir_data_dir / "test.parquet"),
                     str(questions)], check=True, capture_output=True, env=env)
+    # the question asked at inference is the prompt the policy was trained on, instruction included
+    asked = [[p for p in q["content"] if p["type"] == "text"] for q in json.loads(questions.read_text())]
+    trained = [[p for p in s.messages[0]["content"] if p["type"] == "text"]
+               for s in load_samples(str(ir_data_dir / "test.parquet"))]
+    assert asked == trained and "<answer>" in asked[0][-1]["text"]
     results = tmp_path / "results.json"
     subprocess.run(["sh", "evaluation/qwen_inference.sh", str(merged), str(questions), str(results),
                     "--max-new-tokens", "16", "--batch-size", "4"], cwd=ROOT, env=env, check=True, capture_output=True)

@@ -2,7 +2,7 @@
 (issue 10, items 5 to 9), with the property that a rejected option never raises the reward."""
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from mars.rewards import vqa_score
@@ -126,7 +126,25 @@ REJECTIONS = ["not {}", "{} is wrong", "definitely not ({})", "{} is incorrect",
     st.sampled_from(["{base}, {rejected}", "{rejected}, {base}", "{base} {rejected}", "{rejected}. {base}"]),
 )
 def test_adding_a_rejected_option_never_raises_the_reward(base, truth, option, rejection, joint):
+    # "no X" also says "no": for a yes/no question that is an answer, not only a rejection of X.
+    assume(not (truth in ("Yes", "No") and rejection.startswith("no ")))
     before = vqa_score(f"<think>t</think><answer>{base}</answer>", truth)["score"]
     answer = joint.format(base=base, rejected=rejection.format(option))
     after = vqa_score(f"<think>t</think><answer>{answer}</answer>", truth)["score"]
     assert after <= before, (answer, truth)
+
+
+# ---- property: the VQA reward and the evaluation's strict rule read the same answer
+
+@FAST
+@given(
+    st.lists(st.sampled_from(["A", "not", "B", "yes", "no", "white", "2", "'D'", "or", "is", "wrong", "Yеs"]), max_size=6),
+    st.sampled_from(["<think>t</think><answer>{}</answer>", "<answer>{}</answer>",
+                     "<think><answer>{}</answer></think>", "<answer>{}</answer><answer>A</answer>"]),
+    st.sampled_from(TRUTHS),
+)
+def test_vqa_reward_and_evaluation_agree(words, shape, truth):
+    from mars.evaluation.evaluate import vqa_sample
+
+    text = shape.format(" ".join(words))
+    assert vqa_sample(text, truth).strict_correct == (vqa_score(text, truth)["accuracy"] == 1.0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from mars.engines.verl.samples import expected_num_images
 
 
@@ -63,12 +65,40 @@ def check_verl_config(cfg: Any) -> None:
             f"mars.on_bad_row={cfg.mars.on_bad_row}: the verl engine reads the parquet files through verl's dataset, "
             "which cannot skip rows; fix the rows `mars data check FILE` lists (skipping works with `mars train`)"
         )
+    problems += micro_batch_problems(cfg)
     try:
         expected_num_images(cfg.mars)
     except ValueError as exc:
         problems.append(str(exc))
     if problems:
         raise VerlConfigError("the MARS verl engine cannot run this config:\n  - " + "\n  - ".join(problems))
+
+
+def micro_batch_problems(cfg: Any) -> list[str]:
+    """verl's workers split each rank's rows into log-prob micro-batches and stop (an assertion, at the first step,
+    after minutes of start-up) when the micro-batch size does not divide them; verl's own config check misses it."""
+    ar = cfg.actor_rollout_ref
+    if ar.actor.get("use_dynamic_bsz", False):
+        return []
+    world = int(cfg.trainer.n_gpus_per_node) * int(cfg.trainer.nnodes)
+    rows = int(cfg.data.train_batch_size) * int(ar.rollout.n)
+    if world <= 0 or rows % world:
+        return []  # verl's validate_config names this one
+    per_rank = rows // world
+    keys = ["actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu"]
+    if ar.actor.get("use_kl_loss", False):
+        keys.append("actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu")
+    problems = []
+    for key in keys:
+        micro = OmegaConf.select(cfg, key)
+        if micro and per_rank % int(micro):
+            divisors = [d for d in range(1, per_rank + 1) if per_rank % d == 0]
+            problems.append(
+                f"{key}={micro} does not divide the {per_rank} rows each of the {world} trainer rank(s) computes "
+                f"log-probs for (data.train_batch_size x actor_rollout_ref.rollout.n / GPUs = {rows} / {world}): "
+                f"verl's workers stop at the first step; use one of {divisors}"
+            )
+    return problems
 
 
 def check_data_files(cfg: Any) -> None:

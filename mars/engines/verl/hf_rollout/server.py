@@ -149,6 +149,8 @@ class HFRolloutServer:
         self.weight_updates += 1
         if global_steps is not None:
             self.global_steps = global_steps
+        print(f"hf rollout server {self.replica_rank}: actor weights of step {global_steps} loaded "
+              f"({len(state)} tensors)", flush=True)
         return len(state)
 
     def set_global_steps(self, global_steps: int) -> None:

@@ -1,0 +1,200 @@
+"""The verl engine for real on the CPU: ``mars train trainer.engine=verl`` end to end, as a user runs it.
+
+Nothing is faked: Ray starts (logical GPUs), verl's FSDP2 actor and reference workers train the tiny Qwen2.5-VL on
+the CPU platform, verl's ``RLHFDataset`` and agent loop process the images with the processor and ``qwen_vl_utils``,
+the ``hf`` rollout server generates rollouts and greedy anchors in one request and receives the actor's weights
+through verl's checkpoint engine every step, verl's reward-loop workers score, verl saves FSDP shards and
+``data.pt``. Then a resume, ``scripts/merge.sh`` (verl's model merger), inference and evaluation, a DAPO run, and an
+interrupted run that must leave no Ray process behind.
+
+A short embedded default (2 steps, 4 prompts x 2 rollouts, 24 new tokens, 3 warm-start steps): about 3 minutes
+on 2 cores. The full default's timings are in the README.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+SHORT = [
+    "trainer.engine=verl",
+    "mars.embedded.num=40",
+    "mars.sft_warmup.steps=3",
+    "data.train_batch_size=4",
+    "data.max_response_length=24",
+    "actor_rollout_ref.rollout.n=2",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4",
+    "trainer.test_freq=2",
+    "trainer.save_freq=1",
+    "data.val_max_samples=4",
+]
+
+
+def ray_processes() -> list[str]:
+    """Ray's own processes on this machine (raylet, GCS, workers), by command line."""
+    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    return [line.strip() for line in out.splitlines()
+            if any(k in line for k in ("raylet", "gcs_server", "ray::", "dashboard/agent.py"))]
+
+
+def mars_train(workdir: Path, *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+    return subprocess.run([sys.executable, "-m", "mars.cli", "train", *SHORT, *overrides], cwd=workdir, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+
+
+@pytest.fixture(scope="module")
+def verl_run(tmp_path_factory):
+    """Two GRPO+MARS steps, then a resume to step 3 (module-scoped: the tests below read what they did)."""
+    assert not ray_processes(), "a Ray cluster is already running on this machine: the leak checks would be void"
+    workdir = tmp_path_factory.mktemp("verl_e2e")
+    first = mars_train(workdir, "trainer.total_training_steps=2", "trainer.experiment_name=e2e")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-6000:]
+    after_first = ray_processes()
+    run_dir = workdir / "outputs/embedded/runs/e2e"
+    first_metrics = metrics(run_dir)
+    resumed = mars_train(workdir, "trainer.total_training_steps=3", "trainer.experiment_name=e2e")
+    assert resumed.returncode == 0, resumed.stdout[-4000:] + resumed.stderr[-6000:]
+    return {"workdir": workdir, "run_dir": run_dir, "first": first, "resumed": resumed,
+            "first_metrics": first_metrics, "ray_after_first": after_first}
+
+
+def test_the_run_went_through_ray_and_verls_workers(verl_run):
+    log = verl_run["first"].stdout + verl_run["first"].stderr
+    assert "verl engine on the CPU" in log and "rollout hf" in log
+    assert "Started a local Ray instance" in log
+    for actor in ("MarsTaskRunner", "WorkerDict", "HFRolloutServer", "AgentLoopWorker", "RewardLoopWorker"):
+        assert f"({actor} pid=" in log, f"no output of verl's {actor} actor"
+    # the rollout server got the actor's weights after every update (verl's naive checkpoint engine)
+    for step in (0, 1, 2):
+        assert f"actor weights of step {step} loaded" in log
+
+
+def test_the_run_folder_is_the_local_engines(verl_run):
+    run_dir, history = verl_run["run_dir"], verl_run["first_metrics"]
+    assert [h["step"] for h in history] == [0, 1, 2]
+    assert "val/reward" in history[0] and "val/reward" in history[2]
+    for h in history[1:]:
+        for key in ("mars/anchor_reward", "mars/information_gain", "mars/signal_mars_only", "mars/anchored_groups",
+                    "actor/pg_loss", "critic/score/mean", "timing_s/gen"):
+            assert key in h, key
+        assert h["mars/anchored_groups"] == 1.0  # every group had its two anchors (visible, infrared)
+        assert {"mars/anchor_reward/visible", "mars/anchor_reward/infrared"} <= set(h)
+    assert (run_dir / "training.png").stat().st_size > 10_000
+    assert (run_dir / "config.yaml").exists()
+    for step in (1, 2):
+        folder = run_dir / f"global_step_{step}"
+        assert (folder / "data.pt").exists()
+        assert (folder / "actor" / "model_world_size_1_rank_0.pt").exists()
+        assert (folder / "actor" / "optim_world_size_1_rank_0.pt").exists()
+
+
+def test_ray_is_gone_after_the_run(verl_run):
+    assert verl_run["ray_after_first"] == []
+    assert ray_processes() == []
+
+
+def test_a_rerun_with_more_steps_resumes(verl_run):
+    log = verl_run["resumed"].stdout + verl_run["resumed"].stderr
+    assert "trainer.total_training_steps 2 -> 3" in log
+    assert "Training from scratch" not in log
+    history = metrics(verl_run["run_dir"])
+    assert [h["step"] for h in history] == [0, 1, 2, 3]  # steps 0-2 kept once, step 3 added
+    assert history[:3] == verl_run["first_metrics"]
+    assert (verl_run["run_dir"] / "global_step_3" / "actor" / "model_world_size_1_rank_0.pt").exists()
+    assert "actor weights of step 2 loaded" in log  # the resumed weights reached the rollout server
+
+
+def test_merge_infer_and_evaluate_the_fsdp_checkpoint(verl_run, tmp_path):
+    from transformers import AutoModelForImageTextToText
+
+    checkpoint = verl_run["run_dir"] / "global_step_3"
+    merged = tmp_path / "merged"
+    done = subprocess.run(["sh", str(REPO / "scripts/merge.sh"), str(checkpoint), str(merged)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = AutoModelForImageTextToText.from_pretrained(merged)
+    shard = torch.load(checkpoint / "actor" / "model_world_size_1_rank_0.pt", weights_only=False)
+    merged_state = model.state_dict()
+    compared = 0
+    for name, value in shard.items():
+        tensor = value.full_tensor() if hasattr(value, "full_tensor") else value
+        if name in merged_state:
+            torch.testing.assert_close(merged_state[name].float(), tensor.float())
+            compared += 1
+    assert compared >= len(shard) - 1  # every trained tensor (a tied lm_head may be stored once)
+
+    workdir = verl_run["workdir"]
+    questions, results = tmp_path / "questions.json", tmp_path / "results.json"
+    convert = subprocess.run([sys.executable, "-m", "mars.cli", "data", "convert", "to-json",
+                              str(workdir / "outputs/embedded/data/ir_grounding/test.parquet"), str(questions)],
+                             cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert convert.returncode == 0, convert.stderr[-3000:]
+    items = json.loads(questions.read_text())[:3]
+    questions.write_text(json.dumps(items))
+    infer = subprocess.run(["sh", str(REPO / "evaluation/qwen_inference.sh"), str(merged), str(questions),
+                            str(results), "--max-new-tokens", "16", "--backend", "hf"], cwd=workdir,
+                           capture_output=True, text=True, timeout=300)
+    assert infer.returncode == 0, infer.stderr[-3000:]
+    assert len(json.loads(results.read_text())) == 3
+    score = subprocess.run(["sh", str(REPO / "evaluation/eval_qwen.sh"), str(results), "grounding", "0.5"],
+                           cwd=workdir, capture_output=True, text=True, timeout=300)
+    assert score.returncode == 0, score.stderr[-3000:]
+    assert Path(str(results).replace(".json", ".report.json")).exists()
+
+
+LENGTH_REWARD = """
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):
+    # varies with the sampled text, so that DAPO's filter finds groups with signal even for an untrained policy
+    return {"score": float(len(solution_str) % 3), "format": 0.0}
+"""
+
+
+def test_dapo_runs_on_verl(tmp_path):
+    reward_file = tmp_path / "length_reward.py"
+    reward_file.write_text(LENGTH_REWARD)
+    done = mars_train(tmp_path, "preset=dapo", "trainer.total_training_steps=1", "trainer.experiment_name=dapo",
+                      "algorithm.filter_groups.max_num_gen_batches=10", "trainer.val_before_train=false",
+                      f"reward.custom_reward_function.path={reward_file}")
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-6000:]
+    history = metrics(tmp_path / "outputs/embedded/runs/dapo")
+    assert [h["step"] for h in history] == [1] and "mars/information_gain" in history[0]
+    assert "actor weights of step 0 loaded" in log
+    assert ray_processes() == []
+
+
+def test_an_interrupted_run_leaves_no_ray_process(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "mars.cli", "train", *SHORT, "trainer.total_training_steps=50",
+                             "trainer.experiment_name=interrupted"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen, deadline = [], time.time() + 600
+    for line in proc.stdout:  # wait until verl's workers run, then press Ctrl-C
+        seen.append(line)
+        if "(WorkerDict pid=" in line or time.time() > deadline:
+            break
+    assert any("(WorkerDict pid=" in line for line in seen), "".join(seen)[-3000:]
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=180)
+    assert proc.returncode != 0
+    assert "shutting down Ray" in rest, rest[-3000:]
+    time.sleep(2)
+    assert ray_processes() == []
