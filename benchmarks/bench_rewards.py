@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 
+from timing import best_time  # benchmarks/timing.py (the script's folder is on sys.path)
+
 from mars.rewards import grounding_score, vqa_score
 from mars.rewards.parsing import MAX_TEXT_CHARS
-from timing import best_time  # benchmarks/timing.py (the script's folder is on sys.path)
 
 TRUE = [[100, 100, 200, 300], [400, 100, 500, 300]]
 # Just under the cap, so that the whole answer is read.

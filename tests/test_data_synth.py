@@ -241,3 +241,24 @@ def test_multiview_vqa_the_target_is_in_exactly_one_view(views):
             assert sample.answer_sources == [asked]
         kinds.add((sample.scenario, sample.answer if sample.scenario == "yes_no" else "letter"))
     assert {("which_view", "letter"), ("yes_no", "Yes"), ("yes_no", "No")} <= kinds
+
+
+def test_ir_presence_infrared_answers_and_visible_cannot_in_the_hard_samples():
+    task = TASKS["ir_presence"]
+    options = make_options(task)
+    answers, scenarios = [], []
+    for index in range(PREMISE_SAMPLES):
+        sample = generate_sample(task, 0, index, options)
+        infrared = dr.to_uint8(sample.images["infrared"]).astype(float)
+        # a person is the brightest thing in infrared (warm objects and buildings stay far below)
+        assert (infrared.max() > 170) == (sample.answer == "Yes"), index
+        assert sample.answer == ("Yes" if sample.meta["person_masks"] else "No")
+        if sample.scenario == "cluttered":
+            assert sample.meta["decoys"] >= 2  # person-shaped decoys in visible, people there or not
+        if sample.scenario == "dark":
+            assert dr.to_uint8(sample.images["visible"]).mean() < 40
+        assert sample.answer_sources == (["visible", "infrared"] if sample.scenario == "clear" else ["infrared"])
+        answers.append(sample.answer)
+        scenarios.append(sample.scenario)
+    assert 0.3 <= answers.count("Yes") / PREMISE_SAMPLES <= 0.7
+    assert {"dark", "cluttered", "clear"} <= set(scenarios)

@@ -40,7 +40,12 @@ def write_oracle(reference_name: str, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "reference_name,task,samples",
-    [("llvip_eval.json", "grounding", 3463), ("OCR-VQA_eval.json", "vqa", 73), ("spatialqa_eval.json", "vqa", 80)],
+    [
+        ("llvip_eval.json", "grounding", 3463),
+        ("OCR-VQA_eval.json", "vqa", 73),
+        ("spatialqa_eval.json", "vqa", 80),
+        ("nuscenes_eval.json", "vqa", 100),
+    ],
 )
 def test_oracle_results_score_perfectly(reference_name, task, samples, tmp_path, capsys):
     results = write_oracle(reference_name, tmp_path)
@@ -53,7 +58,26 @@ def test_oracle_results_score_perfectly(reference_name, task, samples, tmp_path,
         assert report["accuracy_at_50"] == report["accuracy_at_75"] == report["accuracy_50_95"] == 100.0
     else:
         assert report["accuracy_strict"] == 100.0
+    assert report["accuracy_reference"] == 100.0
     assert "100.00" in capsys.readouterr().out
+
+
+def test_nuscenes_alternatives_each_count_as_right(tmp_path):
+    """nuScenes writes ground truths as alternatives ("two or 2"): each one alone is a right answer."""
+    questions = json.loads((REFERENCE_DATA / "nuscenes_eval.json").read_text())
+    last = [q["ground_truth"].split(" or ")[-1] for q in questions]
+    results = tmp_path / "nuscenes_results.json"
+    results.write_text(json.dumps([
+        {"content": [f"<think>look</think><answer>{answer}</answer>"], "ground_truth": q["ground_truth"]}
+        for q, answer in zip(questions, last)
+    ]))
+    assert cli.main([str(results), "vqa"]) == 0
+    report = json.loads(results.with_suffix(".report.json").read_text())
+    assert report["accuracy_strict"] == 100.0
+    # The reference needs the whole phrase "two or 2" in the generation (its reverse test looks for the whole
+    # generation in the ground truth), so each of the 32 answers that give one alternative fails there.
+    assert sum(" or " in q["ground_truth"] for q in questions) == 32
+    assert report["accuracy_reference"] == 68.0
 
 
 def test_unparsed_prediction_is_counted_as_a_failure(tmp_path):

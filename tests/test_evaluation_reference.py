@@ -209,7 +209,7 @@ def test_reference_reads_only_its_first_notation():
 vqa_alphabet = st.text(alphabet=list("ab Yesno-:.,!?'\"()_<>/é1 \n"), max_size=30)
 
 
-@FAST
+@settings(max_examples=250, deadline=None, database=None)
 @given(vqa_alphabet, vqa_alphabet)
 def test_reference_cleaning_and_vqa_verdict_match_the_oracle(text, truth):
     assert reference.clean(text.lower()) == oracle_clean(text.lower())

@@ -226,3 +226,33 @@ def test_lora_run_and_tensorboard_logging(tiny_model_dir, ir_data_dir, tmp_path,
     assert base.keys() == merged.keys()  # the adapters are merged into plain weights
     assert any(not torch.equal(base[k], merged[k]) for k in base)
     assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+
+
+def test_response_log_probs_equal_a_full_forward_per_row(tiny_model_dir, ir_data_dir):
+    """Only response positions go through the LM head, in a right-padded batch: the same numbers as one full forward
+    per row (answers of different lengths, so padding and the kept positions differ per row)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from mars.engines.local.engine import LocalPayload, autocast_for, response_log_probs
+    from mars.processing import ImageCache, MultimodalEncoder
+
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir, dtype=torch.float32)
+    samples = load_samples(str(ir_data_dir / "train.parquet"))[:4]
+    prompts = MultimodalEncoder(processor).encode([s.messages for s in samples], ImageCache(processor.image_processor))
+    answers = [torch.tensor(processor.tokenizer("<think>I find people" * (i + 1), add_special_tokens=False)["input_ids"])
+               for i in range(4)]
+    width = max(len(a) for a in answers)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        batched, _ = response_log_probs(model, LocalPayload(prompts, answers), np.arange(4), width, cpu, 0, 1.0,
+                                        lambda: autocast_for(cpu))
+        for b, (p, a) in enumerate(zip(prompts, answers)):
+            ids = torch.cat([p.input_ids[0], a]).unsqueeze(0)
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=p.pixel_values,
+                           image_grid_thw=p.image_grid_thw,
+                           mm_token_type_ids=torch.cat([p.mm_token_type_ids[0], torch.zeros_like(a)]).unsqueeze(0)).logits
+            start = p.input_ids.shape[1] - 1
+            full = torch.log_softmax(logits[0, start : start + len(a)], -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
+            assert torch.allclose(batched[b, : len(a)], full, atol=1e-5)
+            assert (batched[b, len(a) :] == 0).all()

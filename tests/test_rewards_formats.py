@@ -91,7 +91,7 @@ WRITERS = [
     lambda b: f"({b[0]},{b[1]}),({b[2]},{b[3]})",
     lambda b: f"<box>{b[0]} {b[1]} {b[2]} {b[3]}</box>",
     lambda b: f"({b[0]}.0, {b[1]}.0, {b[2]}.0, {b[3]}.0)",
-    lambda b: "{'bbox_2d': '[%d, %d, %d, %d]'}" % tuple(b),
+    lambda b: "{'bbox_2d': '[" + ", ".join(map(str, b)) + "]'}",
     lambda b: f"[{b[0]}, {b[1]}, {b[2]}]",
 ]
 small_box = st.tuples(*[st.integers(0, 500)] * 4).map(list)

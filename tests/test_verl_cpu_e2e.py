@@ -43,11 +43,17 @@ SHORT = [
 ]
 
 
-def ray_processes() -> list[str]:
-    """Ray's own processes on this machine (raylet, GCS, workers), by command line."""
-    out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
-    return [line.strip() for line in out.splitlines()
-            if any(k in line for k in ("raylet", "gcs_server", "ray::", "dashboard/agent.py"))]
+def ray_processes(settle: float = 60.0) -> list[str]:
+    """Ray's own processes on this machine (raylet, GCS, workers), by command line, once they are gone or ``settle``
+    seconds have passed (after ``ray.shutdown`` the workers notice the stopped raylet and exit within seconds)."""
+    deadline = time.time() + settle
+    while True:
+        out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+        left = [line.strip() for line in out.splitlines()
+                if any(k in line for k in ("raylet", "gcs_server", "ray::", "dashboard/agent.py"))]
+        if not left or time.time() > deadline:
+            return left
+        time.sleep(1.0)
 
 
 def mars_train(workdir: Path, *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -63,7 +69,7 @@ def metrics(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def verl_run(tmp_path_factory):
     """Two GRPO+MARS steps, then a resume to step 3 (module-scoped: the tests below read what they did)."""
-    assert not ray_processes(), "a Ray cluster is already running on this machine: the leak checks would be void"
+    assert not ray_processes(settle=0), "a Ray cluster is already running here: the leak checks would be void"
     workdir = tmp_path_factory.mktemp("verl_e2e")
     first = mars_train(workdir, "trainer.total_training_steps=2", "trainer.experiment_name=e2e")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-6000:]
@@ -80,8 +86,9 @@ def test_the_run_went_through_ray_and_verls_workers(verl_run):
     log = verl_run["first"].stdout + verl_run["first"].stderr
     assert "verl engine on the CPU" in log and "rollout hf" in log
     assert "Started a local Ray instance" in log
-    for actor in ("MarsTaskRunner", "WorkerDict", "HFRolloutServer", "AgentLoopWorker", "RewardLoopWorker"):
+    for actor in ("MarsTaskRunner", "WorkerDict", "HFRolloutServer", "AgentLoopWorker"):
         assert f"({actor} pid=" in log, f"no output of verl's {actor} actor"
+    assert "ray://hf_server_0" in log  # verl's agent loop was handed the hf rollout server
     # the rollout server got the actor's weights after every update (verl's naive checkpoint engine)
     for step in (0, 1, 2):
         assert f"actor weights of step {step} loaded" in log
@@ -136,8 +143,9 @@ def test_merge_infer_and_evaluate_the_fsdp_checkpoint(verl_run, tmp_path):
     compared = 0
     for name, value in shard.items():
         tensor = value.full_tensor() if hasattr(value, "full_tensor") else value
-        if name in merged_state:
-            torch.testing.assert_close(merged_state[name].float(), tensor.float())
+        if name in merged_state:  # verl's merger writes the dtype of the checkpoint's config (bf16): exactly rounded
+            merged_tensor = merged_state[name]
+            torch.testing.assert_close(merged_tensor, tensor.to(merged_tensor.dtype), atol=0, rtol=0)
             compared += 1
     assert compared >= len(shard) - 1  # every trained tensor (a tied lm_head may be stored once)
 
@@ -196,5 +204,4 @@ def test_an_interrupted_run_leaves_no_ray_process(tmp_path):
     rest, _ = proc.communicate(timeout=180)
     assert proc.returncode != 0
     assert "shutting down Ray" in rest, rest[-3000:]
-    time.sleep(2)
     assert ray_processes() == []

@@ -336,6 +336,9 @@ def compose(tokenizer_dir, data_dir, out_dir, preset="grpo", *extra):
         "data.seed=0",
         f"actor_rollout_ref.rollout.n={N_ROLLOUTS}",
         f"actor_rollout_ref.actor.ppo_mini_batch_size={N_PROMPTS}",
+        # each of the DP_SIZE ranks computes log-probs for N_PROMPTS x N_ROLLOUTS / DP_SIZE rows (verl needs divisors)
+        "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=2",
         "actor_rollout_ref.rollout.name=vllm",
         "actor_rollout_ref.rollout.agent.num_workers=5",  # 5 divides neither 24 nor 6 rows: the engine pads
         f"actor_rollout_ref.rollout.agent.default_agent_loop={AGENT_NAME}",

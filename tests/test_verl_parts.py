@@ -203,6 +203,6 @@ def test_mars_train_hands_trainer_engine_verl_to_the_verl_launcher(monkeypatch):
     from mars.trainer.cli import main
 
     seen = []
-    monkeypatch.setattr(launch, "run", seen.append)
+    monkeypatch.setattr(launch, "run", lambda cfg, write=print: seen.append(cfg))
     assert main(["--config-name", "mars_trainer", "trainer.engine=verl", "actor_rollout_ref.rollout.n=3"]) == 0
     assert len(seen) == 1 and seen[0].trainer.engine == "verl" and seen[0].actor_rollout_ref.rollout.n == 3

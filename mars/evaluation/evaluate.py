@@ -81,7 +81,7 @@ def grounding_sample(
     reference_iou = reference.grounding_iou(text, true_boxes)
     entries = parsing.parse_box_entries(prediction_text(generated))
     predicted = parsing.valid_boxes(entries or [])
-    base = dict(n_true=len(true_boxes), reference_iou=reference_iou)
+    base = {"n_true": len(true_boxes), "reference_iou": reference_iou}
     if entries is None or (entries and not predicted):
         return GroundingSample(mean_iou=0.0, parsed=False, n_pred=len(entries or []), **base)
     if not true_boxes:

@@ -99,9 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     prepare_embedded(cfg)
     try:
         if str(cfg.trainer.engine) == "verl":  # the engine is a switch: same config, Ray worker groups
+            from mars.engines.verl.checks import VerlConfigError
             from mars.engines.verl.launch import run as run_on_verl
 
-            run_on_verl(cfg)
+            try:
+                run_on_verl(cfg, write=tqdm.write)
+            except VerlConfigError as exc:  # refused before Ray starts: the message names the setting and the fix
+                print(f"mars train: {exc}", file=sys.stderr)
+                return 2
         else:
             run_training(cfg, write=tqdm.write)  # lines printed above the progress bar, not through it
     except BadDataError as exc:

@@ -11,8 +11,8 @@ import time
 
 
 def interactive() -> bool:
-    """tqdm draws on stderr: a bar only when stderr is a terminal."""
-    return sys.stderr.isatty()
+    """A bar only when both streams are a terminal (tqdm draws on stderr; the lines above it go to stdout)."""
+    return sys.stderr.isatty() and sys.stdout.isatty()
 
 
 def quiet_library_bars() -> None:

@@ -16,11 +16,11 @@ from typing import Optional
 import numpy as np
 
 from mars.data import schema
-from mars.data.synth import depth_vqa, ir_grounding, multiview_vqa
+from mars.data.synth import depth_vqa, ir_grounding, ir_presence, multiview_vqa
 from mars.data.synth.common import SynthOptions, SynthSample, SynthTask, check_size
 from mars.data.synth.drawing import save_png
 
-TASKS: dict[str, SynthTask] = {task.name: task for task in (ir_grounding.TASK, depth_vqa.TASK, multiview_vqa.TASK)}
+TASKS: dict[str, SynthTask] = {task.name: task for task in (ir_grounding.TASK, depth_vqa.TASK, multiview_vqa.TASK, ir_presence.TASK)}
 CONFIG_FILE = "synth_config.json"
 
 

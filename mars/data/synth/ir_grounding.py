@@ -108,8 +108,23 @@ def _clutter(rng, width, height, image, horizon) -> int:
 
 
 def make_sample(rng: np.random.Generator, opts: SynthOptions) -> SynthSample:
+    scene = _layout(rng, opts.width, opts.height)
+    visible, infrared, masks, boxes, scenario, decoys = draw_scene(rng, opts, scene)
+    return SynthSample(
+        images={"visible": visible, "infrared": infrared},
+        question=QUESTION,
+        answer=boxes,
+        reward="grounding",
+        answer_sources=SOURCES.copy() if scenario == "clear" else ["infrared"],
+        scenario=scenario,
+        meta={"person_masks": masks, "decoys": decoys},
+    )
+
+
+def draw_scene(rng: np.random.Generator, opts: SynthOptions, scene: dict):
+    """Both images of a laid-out scene, in a drawn scenario: (visible, infrared, person masks, boxes, scenario,
+    decoys). Shared with ``ir_presence``; the draws' order is what makes ``ir_grounding``'s bytes, keep it."""
     width, height = opts.width, opts.height
-    scene = _layout(rng, width, height)
     masks = [dr.person_mask(height, width, *box) for box in scene["people"]]
     boxes = [dr.mask_box(mask) for mask in masks]
     roll = rng.random()
@@ -138,16 +153,7 @@ def make_sample(rng: np.random.Generator, opts: SynthOptions) -> SynthSample:
             cx, cy = rng.uniform(0, width), rng.uniform(0, scene["horizon"])
             dr.paint(visible, dr.ellipse_mask(height, width, cx, cy, 2.5, 2.5), (255, 230, 160))
         visible = dr.add_noise(rng, visible, 3.0)
-
-    return SynthSample(
-        images={"visible": visible, "infrared": infrared},
-        question=QUESTION,
-        answer=boxes,
-        reward="grounding",
-        answer_sources=SOURCES.copy() if scenario == "clear" else ["infrared"],
-        scenario=scenario,
-        meta={"person_masks": masks, "decoys": decoys},
-    )
+    return visible, infrared, masks, boxes, scenario, decoys
 
 
 TASK = SynthTask(

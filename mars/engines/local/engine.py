@@ -57,13 +57,19 @@ def response_log_probs(model, payload: LocalPayload, rows: np.ndarray, width: in
             pixel_values=p.pixel_values, image_grid_thw=p.image_grid_thw,
         ))
     batch = {k: v.to(device) for k, v in collate(sequences, pad_id, "right").items()}
-    with autocast():
-        logits = model(**batch, use_cache=False).logits.float()
+    seq_len = batch["input_ids"].shape[1]
     # the logit at position t predicts token t+1: response token j of row b sits at prompt_len_b + j
     prompt_lens = torch.tensor([payload.prompts[i].input_ids.shape[1] for i in rows], device=device)
-    positions = (prompt_lens.unsqueeze(1) - 1 + torch.arange(width, device=device)).clamp(max=logits.shape[1] - 2)
-    picked = logits.gather(1, positions.unsqueeze(-1).expand(-1, -1, logits.shape[-1])) / temperature
-    targets = batch["input_ids"].gather(1, (positions + 1).clamp(max=batch["input_ids"].shape[1] - 1))
+    positions = (prompt_lens.unsqueeze(1) - 1 + torch.arange(width, device=device)).clamp(max=seq_len - 2)
+    # only the response positions go through the LM head (the prompt is most of a sequence): profiled, the LM head
+    # and its log-softmax over every position were a third of a warm-start step of the tiny model
+    first = int(positions.min())
+    with autocast():
+        logits = model(**batch, use_cache=False, logits_to_keep=torch.arange(first, seq_len, device=device)).logits
+    logits = logits.float()
+    kept = positions - first
+    picked = logits.gather(1, kept.unsqueeze(-1).expand(-1, -1, logits.shape[-1])) / temperature
+    targets = batch["input_ids"].gather(1, (positions + 1).clamp(max=seq_len - 1))
     log_probs = torch.log_softmax(picked, dim=-1)
     token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     lengths = torch.tensor([len(payload.responses[i]) for i in rows], device=device)

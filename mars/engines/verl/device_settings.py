@@ -22,10 +22,12 @@ from typing import Any
 
 from omegaconf import open_dict
 
+from mars.engines.verl.checks import VerlConfigError
+
 GPU_ROLLOUTS = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt_llm"}
 
 
-class RolloutBackendError(ValueError):
+class RolloutBackendError(VerlConfigError):
     """The rollout backend asked for cannot run on this machine; the message names the setting and the fix."""
 
 

@@ -1,9 +1,9 @@
 """Starting a MARS run on Ray: the model, the device settings, the checks, Ray, verl's ``run_ppo``, the summary.
 
     run(config)
-      1. the warm-started model (``mars.sft_warmup``; cached, shared with the local engine)
-      2. the machine: the rollout backend, and on a CPU the settings verl needs (``device_settings``)
-      3. the checks: MARS's, the data files', verl's ``validate_config``; the run directory's (one configuration)
+      1. the machine: the rollout backend, and on a CPU the settings verl needs (``device_settings``); MARS's checks
+      2. the warm-started model (``mars.sft_warmup``; cached, shared with the local engine)
+      3. the data files' check, verl's ``validate_config``, the run directory's (one configuration)
       4. Ray: started here (and always shut down, also on Ctrl-C or an error) unless a cluster is joined
       5. verl's ``run_ppo`` with ``MarsTaskRunner``: worker groups, datasets, ``MarsRayPPOTrainer.fit``
       6. the summary: validation before/after, ``training.png``, ``result.json``
@@ -85,10 +85,26 @@ def check_dataset_images(dataset: Any, config: Any, where: str) -> None:
 # ---------------------------------------------------------------------------------------------------- Ray
 
 
-def ray_init_kwargs(config: Any, on_cpu: bool) -> dict[str, Any]:
-    """``ray.init`` arguments: verl's runtime environment and ``ray_kwargs.ray_init``, plus, on a CPU, logical GPUs
-    (verl's resource pools ask for one per worker), enough logical CPUs for every actor, the CPU platform and
-    one thread per process in every worker."""
+PLUGIN_MODULE = "mars.verl_plugin"
+
+
+def shipped_packages() -> list[str]:
+    """The directories of MARS's packages, which Ray copies to every node of a cluster it joins."""
+    import mars
+    import utils
+
+    return [str(Path(mars.__file__).parent), str(Path(utils.__file__).parent)]
+
+
+def ray_init_kwargs(config: Any, on_cpu: bool, joining: bool = False) -> dict[str, Any]:
+    """``ray.init`` arguments: verl's runtime environment and ``ray_kwargs.ray_init``, plus
+      - in every Ray process, MARS's verl plugin through ``VERL_USE_EXTERNAL_MODULES`` (verl imports it on
+        ``import verl``), so the estimator, the hf rollout and the verl fixes exist even on a node where the
+        package's entry points are not installed;
+      - when joining a cluster (``RAY_ADDRESS``): the ``mars`` and ``utils`` packages as ``py_modules``, so every
+        node runs the driver's code (verl and the other dependencies must be installed there);
+      - on a CPU: logical GPUs (verl's resource pools ask for one per worker), enough logical CPUs for every actor,
+        the CPU platform and ``trainer.cpu_threads`` torch threads per process (default 1: no oversubscription)."""
     from omegaconf import OmegaConf
     from verl.trainer.constants_ppo import get_ppo_ray_runtime_env
 
@@ -97,13 +113,19 @@ def ray_init_kwargs(config: Any, on_cpu: bool) -> dict[str, Any]:
         OmegaConf.merge(get_ppo_ray_runtime_env(config), init.pop("runtime_env", {}) or {}), resolve=True)
     env = runtime_env.setdefault("env_vars", {})
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    modules = [m for m in (env.get("VERL_USE_EXTERNAL_MODULES") or "").split(",") if m]
+    env["VERL_USE_EXTERNAL_MODULES"] = ",".join(dict.fromkeys([*modules, PLUGIN_MODULE]))
+    if joining:
+        runtime_env["py_modules"] = list(dict.fromkeys([*(runtime_env.get("py_modules") or []), *shipped_packages()]))
+        init.pop("num_cpus", None)  # a running cluster has its resources
     if on_cpu:
         gpus = int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes)
         threads = str(int(config.trainer.get("cpu_threads", 1) or 1))
         env.update({"VERL_PLATFORM": "cpu", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads})
-        init.setdefault("num_gpus", gpus)
-        if init.get("num_cpus") is None:
-            init["num_cpus"] = max(os.cpu_count() or 1, 4 * gpus + 8)  # logical: actors, not cores
+        if not joining:
+            init.setdefault("num_gpus", gpus)
+            if init.get("num_cpus") is None:
+                init["num_cpus"] = max(os.cpu_count() or 1, 4 * gpus + 8)  # logical: actors, not cores
     if init.get("num_cpus") is None:
         init.pop("num_cpus", None)
     runtime_env = {k: v for k, v in runtime_env.items() if v is not None}
@@ -112,15 +134,16 @@ def ray_init_kwargs(config: Any, on_cpu: bool) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def ray_cluster(config: Any, on_cpu: bool, write=print) -> Iterator[bool]:
-    """Start Ray here unless a cluster is joined (``RAY_ADDRESS``) or running; a Ray started here is shut down on
-    every way out (the end, an error, Ctrl-C, SIGTERM), so no Ray process outlives the run. Yields whether it
-    started Ray."""
+    """Connect to Ray: start a local cluster, or join the one ``RAY_ADDRESS`` names (shipping MARS's code to it).
+    The connection is closed on every way out (the end, an error, Ctrl-C, SIGTERM): a cluster started here stops
+    with it, so no Ray process outlives the run; a joined cluster keeps running. Yields whether it started Ray."""
     import ray
 
-    if ray.is_initialized() or os.environ.get("RAY_ADDRESS"):
+    if ray.is_initialized():
         yield False
         return
-    kwargs = ray_init_kwargs(config, on_cpu)
+    joining = bool(os.environ.get("RAY_ADDRESS"))
+    kwargs = ray_init_kwargs(config, on_cpu, joining)
     if on_cpu:
         os.environ["VERL_PLATFORM"] = "cpu"  # the driver too
     ray.init(**kwargs)
@@ -131,10 +154,10 @@ def ray_cluster(config: Any, on_cpu: bool, write=print) -> Iterator[bool]:
 
     signal.signal(signal.SIGTERM, terminate)
     try:
-        yield True
+        yield not joining
     finally:
         signal.signal(signal.SIGTERM, previous)
-        write("shutting down Ray ...")
+        write("disconnecting from the Ray cluster ..." if joining else "shutting down Ray ...")
         ray.shutdown()
 
 
@@ -152,15 +175,15 @@ def prepare_config(config: Any, write=print) -> bool:
     from mars.trainer.warm_start import warm_started_model
 
     with open_dict(config):
+        on_cpu = apply_device_settings(config, write)  # first: a backend that cannot run here stops at once
+        check_verl_config(config)
         config.actor_rollout_ref.model.path = warm_started_model(config, write)
         absolutize_paths(config)  # Ray workers do not share the driver's working directory
         config.trainer.default_local_dir = os.path.abspath(str(config.trainer.default_local_dir))
-        on_cpu = apply_device_settings(config, write)
     if not on_cpu:
         from verl.utils.device import auto_set_device
 
         auto_set_device(config)
-    check_verl_config(config)
     check_data_files(config)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     return on_cpu

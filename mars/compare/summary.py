@@ -1,0 +1,192 @@
+"""The comparison folder, from the runs' ``metrics.jsonl``: ``summary.json``, ``table.md`` and ``curves.png``.
+
+Per run (one arm, one seed), from its metrics:
+    val_reward_start     validation reward before training (step 0; greedy answers, ``rollout.val_kwargs``)
+    val_reward_final     validation reward at the last step
+    val_reward_mean      mean of the validation rewards measured after step 0 (less noisy than one point)
+    val_accuracy_final   the last validation accuracy: ``val/accuracy`` (VQA) or ``val/iou`` (grounding, the
+                         reward's IoU part), named in ``accuracy_key`` (see ``accuracy_key_of``)
+    generated_tokens     every token the run generated for training (rollouts, anchors and the groups DAPO's
+                         filter dropped; validation answers not counted): the sum of ``mars/generated_tokens``
+    train_s              the sum of the steps' ``timing_s/step`` (generation to update; no validation, no saving)
+    wall_s               the run's measured wall time (``runs.json``; warm start excluded)
+    mars/...             the step mean of each ``mars/*`` diagnostic (mars/advantage/diagnostics.py explains
+                         them), and ``mars/steps_with_mars_only_signal``: the share of steps where
+                         ``mars/signal_mars_only`` > 0
+Per arm: mean, sample standard deviation and count over seeds of each of these.
+Paired differences: within a family (the preset), every MARS arm minus every other arm, seed by seed, on the
+final and mean validation reward and the final accuracy: mean, standard deviation, min, max, seeds where MARS is
+ahead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from mars.compare.arms import Arm
+from mars.trainer.checkpoint import write_text_atomic
+
+ACCURACY_KEYS = ("val/accuracy", "val/iou")
+PAIRED_METRICS = ("val_reward_final", "val_reward_mean", "val_accuracy_final")
+DIAGNOSTICS = ("mars/signal_mars_only", "mars/signal_grpo_only", "mars/signal_groups", "mars/signal_groups_grpo",
+               "mars/information_gain", "mars/anchor_reward", "mars/multi_source_reward")
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def curve(history: Sequence[dict[str, float]], key: str) -> dict[str, list[float]]:
+    """The validation points of ``key``: steps, values and the generated tokens up to each step."""
+    cumulative, out = 0.0, {"step": [], "value": [], "tokens": []}
+    for h in sorted(history, key=lambda h: h["step"]):
+        cumulative += h.get("mars/generated_tokens", 0.0)
+        if key in h:
+            out["step"].append(h["step"])
+            out["value"].append(h[key])
+            out["tokens"].append(cumulative)
+    return out
+
+
+def accuracy_key_of(history: Sequence[dict[str, float]]) -> str | None:
+    """The reward's accuracy part: every reward logs both parts (a grounding reward's accuracy is 0, a VQA reward's
+    IoU is 0), so the first of ``ACCURACY_KEYS`` that is non-zero somewhere, else the first one present."""
+    present = [k for k in ACCURACY_KEYS if any(k in h for h in history)]
+    return next((k for k in present if any(h.get(k, 0.0) != 0.0 for h in history)), present[0] if present else None)
+
+
+def run_stats(history: Sequence[dict[str, float]], wall_s: float | None = None) -> dict[str, Any]:
+    steps = [h for h in history if h["step"] > 0]
+    val = curve(history, "val/reward")
+    accuracy_key = accuracy_key_of(history)
+    stats: dict[str, Any] = {
+        "steps": max((h["step"] for h in steps), default=0),
+        "val_reward_start": val["value"][0] if val["step"][:1] == [0] else None,
+        "val_reward_final": val["value"][-1] if steps and val["value"] else None,
+        "val_reward_mean": float(np.mean([v for s, v in zip(val["step"], val["value"]) if s > 0]))
+        if any(s > 0 for s in val["step"]) else None,
+        "accuracy_key": accuracy_key,
+        "val_accuracy_final": curve(history, accuracy_key)["value"][-1] if accuracy_key and steps else None,
+        "generated_tokens": float(sum(h.get("mars/generated_tokens", 0.0) for h in steps)),
+        "train_s": float(sum(h.get("timing_s/step", 0.0) for h in steps)),
+        "wall_s": wall_s,
+        "curves": {"val/reward": val, **({accuracy_key: curve(history, accuracy_key)} if accuracy_key else {})},
+    }
+    keys = sorted({k for h in steps for k in h if k.startswith("mars/anchor_reward/")} | set(DIAGNOSTICS))
+    for key in keys:
+        values = [h[key] for h in steps if key in h]
+        if values:
+            stats[key] = float(np.mean(values))
+    if steps and any("mars/signal_mars_only" in h for h in steps):
+        stats["mars/steps_with_mars_only_signal"] = float(np.mean([h.get("mars/signal_mars_only", 0.0) > 0
+                                                                   for h in steps]))
+    return stats
+
+
+def spread(values: Sequence[float]) -> dict[str, float | int | None]:
+    """Mean, sample standard deviation (None for one value), min, max and count."""
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if not v:
+        return {"mean": None, "std": None, "min": None, "max": None, "n": 0}
+    return {"mean": float(np.mean(v)), "std": float(np.std(v, ddof=1)) if len(v) > 1 else None,
+            "min": min(v), "max": max(v), "n": len(v)}
+
+
+def paired_differences(per_run: dict[str, dict[int, dict[str, Any]]], arms: Sequence[Arm]) -> list[dict[str, Any]]:
+    """Each MARS arm minus each other arm of its family, seed by seed (only seeds both arms finished)."""
+    out = []
+    for a in arms:
+        if a.estimator() != "mars":
+            continue
+        for b in arms:
+            if b is a or b.family() != a.family() or b.estimator() == "mars":
+                continue
+            seeds = sorted(set(per_run.get(a.name, {})) & set(per_run.get(b.name, {})))
+            entry: dict[str, Any] = {"arm": a.name, "baseline": b.name, "seeds": seeds}
+            for metric in PAIRED_METRICS:
+                diffs = [per_run[a.name][s][metric] - per_run[b.name][s][metric] for s in seeds
+                         if per_run[a.name][s].get(metric) is not None and per_run[b.name][s].get(metric) is not None]
+                entry[metric] = {**spread(diffs), "ahead": sum(d > 0 for d in diffs), "per_seed": diffs}
+            out.append(entry)
+    return out
+
+
+def summarize(arms: Sequence[Arm], seeds: Sequence[int], runs: dict[str, Any]) -> dict[str, Any]:
+    per_run: dict[str, dict[int, dict[str, Any]]] = {}
+    for arm in arms:
+        for seed in seeds:
+            record = runs.get(f"{arm.name}_s{seed}")
+            if not record or record.get("status") != "complete":
+                continue
+            per_run.setdefault(arm.name, {})[seed] = run_stats(read_history(record["run_dir"]), record.get("wall_s"))
+    summary_arms = []
+    for arm in arms:
+        by_seed = per_run.get(arm.name, {})
+        scalar_keys = sorted({k for s in by_seed.values() for k, v in s.items() if isinstance(v, (int, float))
+                              and not isinstance(v, bool)})
+        failed = [r["seed"] for r in runs.values() if r.get("arm") == arm.name and r.get("status") == "failed"
+                  and r["seed"] in seeds]
+        summary_arms.append({
+            "name": arm.name, "label": arm.label, "family": arm.family(), "estimator": arm.estimator(),
+            "overrides": arm.overrides, "seeds": sorted(by_seed), "failed_seeds": failed,
+            "accuracy_key": next((s["accuracy_key"] for s in by_seed.values() if s["accuracy_key"]), None),
+            "stats": {k: spread([s.get(k) for s in by_seed.values()]) for k in scalar_keys},
+            "runs": {str(seed): s for seed, s in by_seed.items()},
+        })
+    return {"seeds": list(seeds), "arms": summary_arms, "paired": paired_differences(per_run, arms)}
+
+
+def _fmt(stat: dict[str, Any] | None, digits: int = 3, scale: float = 1.0) -> str:
+    if not stat or stat.get("mean") is None:
+        return "-"
+    text = f"{stat['mean'] * scale:.{digits}f}"
+    return text + (f" ± {stat['std'] * scale:.{digits}f}" if stat.get("std") is not None else "")
+
+
+def markdown_table(summary: dict[str, Any]) -> str:
+    """Two tables: the arms (mean ± sd over seeds), then the paired differences."""
+    sources = sorted({k.split("/", 2)[2] for a in summary["arms"] for k in a["stats"]
+                      if k.startswith("mars/anchor_reward/")})
+    acc = next((a["accuracy_key"] for a in summary["arms"] if a["accuracy_key"]), None)
+    head = ["arm", "seeds", "val reward start", "val reward final", "val reward mean", f"{acc or 'accuracy'} final",
+            "gen. tokens (k)", "train s", "wall s", "MARS-only", "GRPO-only", "steps MARS-only", "info gain",
+            *[f"anchor {s}" for s in sources]]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for a in summary["arms"]:
+        st = a["stats"].get
+        seeds = f"{len(a['seeds'])}" + (f" ({len(a['failed_seeds'])} failed)" if a["failed_seeds"] else "")
+        row = [a["label"], seeds, _fmt(st("val_reward_start")), _fmt(st("val_reward_final")),
+               _fmt(st("val_reward_mean")), _fmt(st("val_accuracy_final")), _fmt(st("generated_tokens"), 1, 1e-3),
+               _fmt(st("train_s"), 0), _fmt(st("wall_s"), 0), _fmt(st("mars/signal_mars_only")),
+               _fmt(st("mars/signal_grpo_only")), _fmt(st("mars/steps_with_mars_only_signal"), 2),
+               _fmt(st("mars/information_gain")), *[_fmt(st(f"mars/anchor_reward/{s}")) for s in sources]]
+        lines.append("| " + " | ".join(row) + " |")
+    labels = {a["name"]: a["label"] for a in summary["arms"]}
+    if summary["paired"]:
+        lines += ["", "| paired difference (per seed) | seeds | val reward final | val reward mean | "
+                      f"{acc or 'accuracy'} final | MARS ahead (final reward) |", "| --- | --- | --- | --- | --- | --- |"]
+        for p in summary["paired"]:
+            lines.append(f"| {labels[p['arm']]} − {labels[p['baseline']]} | {len(p['seeds'])} | "
+                         f"{_fmt(p['val_reward_final'])} | {_fmt(p['val_reward_mean'])} | "
+                         f"{_fmt(p['val_accuracy_final'])} | {p['val_reward_final']['ahead']} of "
+                         f"{p['val_reward_final']['n']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(out_dir: str | Path, arms: Sequence[Arm], seeds: Sequence[int], runs: dict[str, Any]) -> dict:
+    from mars.compare.curves import plot_curves
+
+    out_dir = Path(out_dir)
+    summary = summarize(arms, seeds, runs)
+    write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
+    write_text_atomic(out_dir / "table.md", markdown_table(summary))
+    plot_curves(summary, out_dir / "curves.png")
+    return summary

@@ -1,0 +1,136 @@
+"""`mars compare`: the arms, the paired statistics, and a smoke comparison (2 arms, 1 seed, 2 tiny steps) that
+checks the folder it writes and that a rerun trains nothing."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mars.compare.arms import Arm, fill_placeholders, parse_arm_spec, select_arms
+from mars.compare.cli import main as compare_main
+from mars.compare.cli import parse
+from mars.compare.runner import run_comparison
+from mars.compare.summary import markdown_table, paired_differences, run_stats, spread
+
+
+def test_default_arms_and_arm_specs():
+    arms = select_arms(None)
+    assert [a.name for a in arms] == ["grpo", "grpo_mars", "grpo_nk", "dapo", "dapo_mars", "dapo_nk"]
+    assert [a.family() for a in arms] == ["grpo"] * 3 + ["dapo"] * 3
+    assert [a.estimator() for a in arms] == ["grpo", "mars", "grpo"] * 2
+    nk = fill_placeholders(arms[2], n=6, k=2)
+    assert "actor_rollout_ref.rollout.n=8" in nk.overrides and nk.label == "GRPO n+K=8"
+    arms = select_arms(["grpo_mars"], ["grpo_mars: mars.variant_mode=blank", "mine: algorithm.adv_estimator=mars "
+                                       "'trainer.project_name=a b'"])
+    assert arms[0].overrides[-1] == "mars.variant_mode=blank"
+    assert arms[1].name == "mine" and arms[1].overrides[-1] == "trainer.project_name=a b"
+    with pytest.raises(ValueError, match="unknown arm"):
+        select_arms(["nope"])
+    with pytest.raises(ValueError, match="NAME"):
+        parse_arm_spec("no colon here")
+    opts = parse(["--seeds", "3,4", "--arms=grpo,grpo_mars", "--quiet", "x.y=1"])
+    assert opts["seeds"] == [3, 4] and opts["arms"] == ["grpo", "grpo_mars"] and opts["quiet"]
+    assert opts["overrides"] == ["x.y=1"]
+
+
+def test_paired_differences_pair_seeds_within_a_family():
+    arms = [Arm("m", ["algorithm.adv_estimator=mars"]), Arm("g", ["algorithm.adv_estimator=grpo"]),
+            Arm("d", ["preset=dapo", "algorithm.adv_estimator=grpo"])]
+    per_run = {
+        "m": {0: {"val_reward_final": 1.0}, 1: {"val_reward_final": 0.5}, 2: {"val_reward_final": 0.9}},
+        "g": {0: {"val_reward_final": 0.5}, 1: {"val_reward_final": 0.75}},  # seed 2 missing: not paired
+        "d": {0: {"val_reward_final": 0.0}},
+    }
+    (pair,) = paired_differences(per_run, arms)  # no pair across families, none between baselines
+    assert (pair["arm"], pair["baseline"], pair["seeds"]) == ("m", "g", [0, 1])
+    diff = pair["val_reward_final"]
+    assert diff["per_seed"] == [0.5, -0.25] and diff["mean"] == pytest.approx(0.125) and diff["ahead"] == 1
+    assert diff["std"] == pytest.approx(0.5303300858)
+    assert spread([2.0])["std"] is None and spread([])["n"] == 0
+
+
+def test_run_stats_from_a_history():
+    history = [
+        {"step": 0, "val/reward": 0.5, "val/accuracy": 0.0},
+        {"step": 1, "mars/generated_tokens": 100.0, "timing_s/step": 2.0, "mars/signal_mars_only": 0.0,
+         "mars/anchor_reward/rgb": 1.0},
+        {"step": 2, "mars/generated_tokens": 50.0, "timing_s/step": 1.0, "mars/signal_mars_only": 0.25,
+         "val/reward": 1.5, "val/accuracy": 1.0, "mars/anchor_reward/rgb": 0.0},
+    ]
+    stats = run_stats(history, wall_s=4.0)
+    assert stats["val_reward_start"] == 0.5 and stats["val_reward_final"] == 1.5 and stats["val_reward_mean"] == 1.5
+    assert stats["accuracy_key"] == "val/accuracy" and stats["val_accuracy_final"] == 1.0
+    assert stats["generated_tokens"] == 150.0 and stats["train_s"] == 3.0
+    assert stats["mars/signal_mars_only"] == 0.125 and stats["mars/steps_with_mars_only_signal"] == 0.5
+    assert stats["mars/anchor_reward/rgb"] == 0.5
+    assert stats["curves"]["val/reward"] == {"step": [0, 2], "value": [0.5, 1.5], "tokens": [0.0, 150.0]}
+
+
+def tiny_overrides(model_dir, data_dir, cache):
+    """The fast settings of tests/test_local_engine.py's tiny_cfg, for every arm."""
+    return [
+        f"actor_rollout_ref.model.path={model_dir}",
+        f"data.train_files={data_dir}/train.parquet",
+        f"data.val_files={data_dir}/val.parquet",
+        f"mars.sft_warmup.cache_dir={cache}",
+        "data.val_max_samples=2",
+        "data.train_batch_size=2",
+        "data.max_response_length=12",
+        "actor_rollout_ref.rollout.n=2",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=1",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+        "mars.sft_warmup.steps=2",
+        "mars.sft_warmup.batch_size=2",
+        "mars.log_generations=0",
+        "mars.plots=false",
+        "trainer.total_training_steps=2",
+        "trainer.test_freq=2",
+        "trainer.save_freq=2",
+    ]
+
+
+def test_smoke_comparison_writes_the_folder_and_reruns_nothing(tiny_model_dir, ir_data_dir, tmp_path):
+    out = tmp_path / "cmp"
+    overrides = tiny_overrides(tiny_model_dir, ir_data_dir, tmp_path / "warm_start")
+    lines: list[str] = []
+    arms = select_arms(["grpo_mars", "grpo_nk"])
+    summary = run_comparison(out, arms, [0], overrides, write=lines.append)
+
+    for name in ("summary.json", "table.md", "curves.png", "runs.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    mars_arm, nk_arm = summary["arms"]
+    assert nk_arm["label"] == "GRPO n+K=4"  # n=2 rollouts + K=2 anchors (visible, infrared)
+    for arm in (mars_arm, nk_arm):
+        assert arm["seeds"] == [0] and arm["runs"]["0"]["steps"] == 2
+        assert arm["stats"]["generated_tokens"]["mean"] > 0 and arm["stats"]["wall_s"]["mean"] > 0
+        assert arm["runs"]["0"]["curves"]["val/reward"]["step"] == [0, 2]
+    # MARS's diagnostics come from its anchors; the n+K arm generates none
+    assert {"mars/signal_mars_only", "mars/information_gain", "mars/anchor_reward/infrared",
+            "mars/anchor_reward/visible"} <= set(mars_arm["stats"])
+    assert "mars/anchor_reward/infrared" not in nk_arm["stats"] and "mars/information_gain" not in nk_arm["stats"]
+    (pair,) = summary["paired"]
+    assert (pair["arm"], pair["baseline"], pair["seeds"]) == ("grpo_mars", "grpo_nk", [0])
+    table = (out / "table.md").read_text()
+    assert "GRPO+MARS n=2 K=2" in table and "GRPO n+K=4" in table and "paired difference" in table
+    assert any("run 2/2" in line for line in lines)
+    runs = json.loads((out / "runs.json").read_text())
+    assert {r["status"] for r in runs.values()} == {"complete"}
+
+    # again, through the command line: nothing is trained, nothing in the runs is rewritten
+    metrics = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.jsonl")}
+    assert len(metrics) == 2
+    assert compare_main(["--out", str(out), "--arms", "grpo_mars,grpo_nk", "--seeds", "0", "--quiet",
+                         *overrides]) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.jsonl")} == metrics
+    assert json.loads((out / "runs.json").read_text()) == runs  # the wall times were not added to
+    assert markdown_table(json.loads((out / "summary.json").read_text())) == table
+
+
+def test_changed_settings_stop_with_the_way_out(tiny_model_dir, ir_data_dir, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    overrides = tiny_overrides(tiny_model_dir, ir_data_dir, tmp_path / "warm_start")
+    (out / "runs" / "grpo_mars_s0").mkdir(parents=True)
+    (out / "runs" / "grpo_mars_s0" / "config.yaml").write_text("algorithm:\n  adv_estimator: grpo\n")
+    assert compare_main(["--out", str(out), "--arms", "grpo_mars", "--seeds", "0", "--quiet", *overrides]) == 2
+    assert "new --out DIR" in capsys.readouterr().err
