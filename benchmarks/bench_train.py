@@ -38,7 +38,8 @@ def run_train(threads: int, extra: list[str]) -> float:
         if out.returncode != 0:
             raise SystemExit(f"mars train failed:\n{out.stderr[-3000:]}")
         final = [line for line in out.stdout.splitlines() if line.startswith("validation reward")]
-        print(f"    ({final[-1] if final else 'no validation line'})", flush=True)
+        print(f"    {elapsed:.1f} s, load average now {load()} ({final[-1] if final else 'no validation line'})",
+              flush=True)
         return elapsed
 
 

@@ -2,7 +2,7 @@
 
 commands:
   mars train [KEY=VALUE ...]                       train (no arguments: the embedded default, on the CPU)
-  mars compare [--seeds ...] [--arms ...] [KEY=VALUE ...]   GRPO vs GRPO+MARS vs GRPO n+K (and DAPO) over seeds
+  mars compare [OPTIONS] [KEY=VALUE ...]           GRPO vs GRPO+MARS vs GRPO n+K (and DAPO), over seeds
   mars data synth|convert|check ...                build, convert and validate multi-source datasets
   mars model tiny --out DIR                        build the tiny random-init model (no download)
   mars eval RESULTS.json grounding|vqa THRESHOLD   score inference results (same as evaluation/eval_qwen.sh)

@@ -53,7 +53,7 @@ def test_run_stats_from_a_history():
     history = [
         {"step": 0, "val/reward": 0.5, "val/accuracy": 0.0},
         {"step": 1, "mars/generated_tokens": 100.0, "timing_s/step": 2.0, "mars/signal_mars_only": 0.0,
-         "mars/anchor_reward/rgb": 1.0},
+         "mars/anchor_reward/rgb": 1.0, "mars/anchor_reward": 1.0},
         {"step": 2, "mars/generated_tokens": 50.0, "timing_s/step": 1.0, "mars/signal_mars_only": 0.25,
          "val/reward": 1.5, "val/accuracy": 1.0, "mars/anchor_reward/rgb": 0.0},
     ]
@@ -108,7 +108,8 @@ def test_smoke_comparison_writes_the_folder_and_reruns_nothing(tiny_model_dir, i
     # MARS's diagnostics come from its anchors; the n+K arm generates none
     assert {"mars/signal_mars_only", "mars/information_gain", "mars/anchor_reward/infrared",
             "mars/anchor_reward/visible"} <= set(mars_arm["stats"])
-    assert "mars/anchor_reward/infrared" not in nk_arm["stats"] and "mars/information_gain" not in nk_arm["stats"]
+    assert not {"mars/anchor_reward/infrared", "mars/information_gain", "mars/signal_mars_only"} & set(nk_arm["stats"])
+    assert "mars/signal_groups_grpo" in nk_arm["stats"]
     (pair,) = summary["paired"]
     assert (pair["arm"], pair["baseline"], pair["seeds"]) == ("grpo_mars", "grpo_nk", [0])
     table = (out / "table.md").read_text()
@@ -125,6 +126,12 @@ def test_smoke_comparison_writes_the_folder_and_reruns_nothing(tiny_model_dir, i
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/metrics.jsonl")} == metrics
     assert json.loads((out / "runs.json").read_text()) == runs  # the wall times were not added to
     assert markdown_table(json.loads((out / "summary.json").read_text())) == table
+    # --report-only writes the folder from what is complete, here one arm of the two
+    (out / "table.md").unlink()
+    assert compare_main(["--out", str(out), "--arms", "grpo_mars", "--seeds", "0", "--report-only", *overrides]) == 0
+    only = json.loads((out / "summary.json").read_text())
+    assert [a["name"] for a in only["arms"]] == ["grpo_mars"] and only["arms"][0]["seeds"] == [0]
+    assert "GRPO+MARS n=2 K=2" in (out / "table.md").read_text()
 
 
 def test_changed_settings_stop_with_the_way_out(tiny_model_dir, ir_data_dir, tmp_path, capsys):
@@ -134,3 +141,35 @@ def test_changed_settings_stop_with_the_way_out(tiny_model_dir, ir_data_dir, tmp
     (out / "runs" / "grpo_mars_s0" / "config.yaml").write_text("algorithm:\n  adv_estimator: grpo\n")
     assert compare_main(["--out", str(out), "--arms", "grpo_mars", "--seeds", "0", "--quiet", *overrides]) == 2
     assert "new --out DIR" in capsys.readouterr().err
+
+
+def test_the_end_of_a_run_says_what_the_anchors_changed():
+    from mars.trainer.plots import draw_run
+    from mars.trainer.tracking import anchor_signal_line
+
+    steps = [{"step": s, "critic/score/mean": 1.0, "mars/anchor_reward": 0.8, "mars/information_gain": 0.2,
+              "mars/signal_mars_only": 0.25 if s % 2 else 0.0} for s in range(1, 5)]
+    line = anchor_signal_line([{"step": 0, "val/reward": 0.5}, *steps])
+    assert line.startswith("anchors: MARS-only signal on 2 of 4 steps (mean 0.12 of groups")
+    assert "+0.200 (fused beats" in line
+    flat = [{**h, "mars/signal_mars_only": 0.0, "mars/information_gain": 0.0} for h in steps]
+    assert anchor_signal_line(flat).startswith("anchors: no MARS-only signal in 4 steps")
+    assert anchor_signal_line([{k: v for k, v in h.items() if k != "mars/anchor_reward"} for h in steps]) is None
+    bars = [p for p in draw_run(steps).axes[2].patches]
+    assert [b.get_height() for b in bars] == [0.25, 0.0, 0.25, 0.0]  # the MARS-only share, one bar per step
+
+
+def test_embedded_presence_is_the_embedded_default_on_ir_presence():
+    from mars.trainer.compose import compose_config, config_keys
+    from mars.trainer.run_dir import config_differences
+    from omegaconf import OmegaConf
+
+    base, presence = compose_config("embedded", []), compose_config("embedded_presence", [])
+    assert config_keys(base) == config_keys(presence)  # the same keys: only values differ
+    diffs = config_differences(OmegaConf.to_container(base, resolve=True), OmegaConf.to_container(presence, resolve=True))
+    assert presence.mars.embedded.task == "ir_presence" and presence.mars.sft_warmup.steps == 360
+    # the task, its data, the warm start's length and the run's length and name (verl's trace names the run too)
+    assert set(diffs) == {"mars.embedded.task", "mars.embedded.data_dir", "data.train_files", "data.val_files",
+                          "mars.sft_warmup.steps", "trainer.total_training_steps", "trainer.test_freq",
+                          "trainer.experiment_name", "trainer.default_local_dir",
+                          "actor_rollout_ref.rollout.trace.experiment_name"}

@@ -69,8 +69,9 @@ def _flat_log_probs(td, per_row: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("loss_agg_mode", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"])
+@pytest.mark.parametrize("micro", [6, 2])  # one micro-batch, or three whose losses add up to the mini-batch's
 def test_same_rollouts_give_the_same_advantages_and_policy_loss(tiny_model_dir, ir_data_dir, tmp_path,
-                                                                loss_agg_mode):
+                                                                loss_agg_mode, micro):
     from verl.utils import tensordict_utils as tu
     from verl.utils.config import omega_conf_to_dataclass
     from verl.workers.utils.losses import ppo_loss
@@ -80,7 +81,7 @@ def test_same_rollouts_give_the_same_advantages_and_policy_loss(tiny_model_dir, 
     from mars.trainer.step import StepSettings, compute_advantages
 
     cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, f"actor_rollout_ref.actor.loss_agg_mode={loss_agg_mode}",
-                   "actor_rollout_ref.actor.use_kl_loss=false", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=6",
+                   "actor_rollout_ref.actor.use_kl_loss=false", f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",
                    "actor_rollout_ref.actor.ppo_mini_batch_size=3", "actor_rollout_ref.actor.optim.lr=0")
     engine = LocalEngine(cfg, 1)
     rows = _rollouts(cfg, engine)

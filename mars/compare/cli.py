@@ -1,5 +1,5 @@
 """usage: mars compare [--out DIR] [--seeds 0,1,2] [--arms NAME,NAME] [--arm 'NAME: KEY=VALUE ...']
-                    [--config-name NAME] [--quiet] [KEY=VALUE ...]
+                    [--config-name NAME] [--quiet] [--report-only] [KEY=VALUE ...]
 
 Trains several estimator settings ("arms") over several seeds with the local engine, one run after the other, and
 writes a comparison folder: summary.json, table.md (mean ± sd over seeds, generated tokens, wall time, MARS's
@@ -12,6 +12,7 @@ same command again skips complete runs and resumes interrupted ones, so a compar
   --arm 'NAME: K=V'  overrides for one arm (a default one, or a new arm of that name); repeatable
   --config-name N    the config to start from (default: embedded, the same as mars train)
   --quiet            no per-step lines of the runs
+  --report-only      train nothing: write the folder from the runs already complete (a comparison stopped early)
   KEY=VALUE          Hydra overrides for every arm (before the arm's own)
 
 The default arms: GRPO with n rollouts, GRPO+MARS with n rollouts and K anchors, GRPO with n+K rollouts (as many
@@ -28,11 +29,11 @@ import sys
 
 def parse(argv: list[str]) -> dict:
     opts = {"out": "outputs/compare/default", "seeds": [0, 1, 2], "arms": None, "specs": [],
-            "config_name": "embedded", "quiet": False, "overrides": []}
+            "config_name": "embedded", "quiet": False, "report_only": False, "overrides": []}
     it = iter(argv)
     for arg in it:
         name, eq, value = arg.partition("=")
-        if arg.startswith("--") and not eq and name not in ("--quiet",):
+        if arg.startswith("--") and not eq and name not in ("--quiet", "--report-only"):
             value = next(it, None)
             if value is None:
                 raise ValueError(f"{name} needs a value")
@@ -48,6 +49,8 @@ def parse(argv: list[str]) -> dict:
             opts["config_name"] = value
         elif arg == "--quiet":
             opts["quiet"] = True
+        elif arg == "--report-only":
+            opts["report_only"] = True
         elif arg.startswith("-"):
             raise ValueError(f"unknown option {arg} (mars compare --help lists them)")
         else:
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party_warnings()
     try:
         run_comparison(opts["out"], arms, opts["seeds"], opts["overrides"], opts["config_name"], write=tqdm.write,
-                       step_lines=not opts["quiet"])
+                       step_lines=not opts["quiet"], train=not opts["report_only"])
     except ConfigError as exc:
         print(f"mars compare: {exc}", file=sys.stderr)
         return 2

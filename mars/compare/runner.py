@@ -60,8 +60,10 @@ def run_comparison(
     config_name: str = "embedded",
     write: Callable[[str], None] = print,
     step_lines: bool = True,
+    train: bool = True,
 ) -> dict[str, Any]:
-    """Train what is missing, then write the comparison folder (``summarize``); returns the summary."""
+    """Train what is missing, then write the comparison folder (``summarize``); returns the summary.
+    ``train=False``: only write the folder from the runs already complete (a comparison stopped early)."""
     from mars.compare.summary import write_comparison
     from mars.trainer.embedded import prepare_embedded
     from mars.trainer.loop import absolutize_paths, run_training
@@ -73,9 +75,9 @@ def run_comparison(
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = load_runs(out_dir)
     arms = [resolve_arm(config_name, overrides, arm, write) for arm in arms]
-    plan = [(seed, arm) for seed in seeds for arm in arms]
+    plan = [(seed, arm) for seed in seeds for arm in arms] if train else []
     started = time.perf_counter()
-    summary: dict[str, Any] = {}
+    summary = write_comparison(out_dir, arms, seeds, runs) if not train else {}
     for i, (seed, arm) in enumerate(plan, 1):
         cfg = run_config(config_name, overrides, arm, seed, out_dir)
         prepare_embedded(cfg, write)

@@ -12,7 +12,9 @@ Per run (one arm, one seed), from its metrics:
     wall_s               the run's measured wall time (``runs.json``; warm start excluded)
     mars/...             the step mean of each ``mars/*`` diagnostic (mars/advantage/diagnostics.py explains
                          them), and ``mars/steps_with_mars_only_signal``: the share of steps where
-                         ``mars/signal_mars_only`` > 0
+                         ``mars/signal_mars_only`` > 0; with DAPO's dynamic sampling, the step means of
+                         ``mars/filter/gen_batches`` (generation batches to fill a step) and ``mars/filter/kept_share``
+                         (share of generated groups it kept)
 Per arm: mean, sample standard deviation and count over seeds of each of these.
 Paired differences: within a family (the preset), every MARS arm minus every other arm, seed by seed, on the
 final and mean validation reward and the final accuracy: mean, standard deviation, min, max, seeds where MARS is
@@ -35,6 +37,8 @@ ACCURACY_KEYS = ("val/accuracy", "val/iou")
 PAIRED_METRICS = ("val_reward_final", "val_reward_mean", "val_accuracy_final")
 DIAGNOSTICS = ("mars/signal_mars_only", "mars/signal_grpo_only", "mars/signal_groups", "mars/signal_groups_grpo",
                "mars/information_gain", "mars/anchor_reward", "mars/multi_source_reward")
+# DAPO's dynamic sampling (mars/trainer/step.py): generation batches per step, share of groups it kept
+FILTER = ("mars/filter/gen_batches", "mars/filter/kept_share")
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
@@ -81,11 +85,14 @@ def run_stats(history: Sequence[dict[str, float]], wall_s: float | None = None) 
         "curves": {"val/reward": val, **({accuracy_key: curve(history, accuracy_key)} if accuracy_key else {})},
     }
     keys = sorted({k for h in steps for k in h if k.startswith("mars/anchor_reward/")} | set(DIAGNOSTICS))
+    if not any("mars/anchor_reward" in h for h in steps):  # no anchors (a GRPO arm): MARS's columns say nothing
+        keys = [k for k in keys if k in ("mars/signal_groups_grpo", "mars/multi_source_reward")]
+    keys += list(FILTER)
     for key in keys:
         values = [h[key] for h in steps if key in h]
         if values:
             stats[key] = float(np.mean(values))
-    if steps and any("mars/signal_mars_only" in h for h in steps):
+    if "mars/signal_mars_only" in stats:
         stats["mars/steps_with_mars_only_signal"] = float(np.mean([h.get("mars/signal_mars_only", 0.0) > 0
                                                                    for h in steps]))
     return stats
@@ -156,9 +163,10 @@ def markdown_table(summary: dict[str, Any]) -> str:
     sources = sorted({k.split("/", 2)[2] for a in summary["arms"] for k in a["stats"]
                       if k.startswith("mars/anchor_reward/")})
     acc = next((a["accuracy_key"] for a in summary["arms"] if a["accuracy_key"]), None)
+    dapo = any("mars/filter/gen_batches" in a["stats"] for a in summary["arms"])
     head = ["arm", "seeds", "val reward start", "val reward final", "val reward mean", f"{acc or 'accuracy'} final",
             "gen. tokens (k)", "train s", "wall s", "MARS-only", "GRPO-only", "steps MARS-only", "info gain",
-            *[f"anchor {s}" for s in sources]]
+            *[f"anchor {s}" for s in sources], *(["gen. batches / step", "kept share"] if dapo else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for a in summary["arms"]:
         st = a["stats"].get
@@ -167,7 +175,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
                _fmt(st("val_reward_mean")), _fmt(st("val_accuracy_final")), _fmt(st("generated_tokens"), 1, 1e-3),
                _fmt(st("train_s"), 0), _fmt(st("wall_s"), 0), _fmt(st("mars/signal_mars_only")),
                _fmt(st("mars/signal_grpo_only")), _fmt(st("mars/steps_with_mars_only_signal"), 2),
-               _fmt(st("mars/information_gain")), *[_fmt(st(f"mars/anchor_reward/{s}")) for s in sources]]
+               _fmt(st("mars/information_gain")), *[_fmt(st(f"mars/anchor_reward/{s}")) for s in sources],
+               *([_fmt(st("mars/filter/gen_batches"), 2), _fmt(st("mars/filter/kept_share"), 2)] if dapo else [])]
         lines.append("| " + " | ".join(row) + " |")
     labels = {a["name"]: a["label"] for a in summary["arms"]}
     if summary["paired"]:
@@ -185,6 +194,7 @@ def write_comparison(out_dir: str | Path, arms: Sequence[Arm], seeds: Sequence[i
     from mars.compare.curves import plot_curves
 
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(arms, seeds, runs)
     write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=1))
     write_text_atomic(out_dir / "table.md", markdown_table(summary))

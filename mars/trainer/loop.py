@@ -26,7 +26,7 @@ from mars.trainer.progress import Progress, quiet_library_bars
 from mars.trainer.rewards import resolve_reward_config
 from mars.trainer.run_dir import prepare_run_dir, record_result
 from mars.trainer.step import StepSettings, train_step
-from mars.trainer.tracking import MetricsLog
+from mars.trainer.tracking import MetricsLog, anchor_signal_line
 from mars.trainer.warm_start import run_seed, training_samples, warm_started_model
 
 logger = logging.getLogger(__name__)
@@ -170,6 +170,9 @@ def run_training(cfg: Any, write=print) -> RunResult:
         val_after = next((h["val/reward"] for h in reversed(log.history()) if "val/reward" in h and h["step"] > 0), None)
     if val_before is not None and val_after is not None:
         write(f"validation reward: {val_before:.3f} before training -> {val_after:.3f} after {total} steps")
+    signal = anchor_signal_line(log.history())  # what the anchors changed, in one line (issue 12)
+    if signal:
+        write(signal)
     write(f"policy saved to {model_dir}" + (f"; plots in {plot}" if plot else ""))
     record_result(run_dir, {"step": total, "val_before": val_before, "val_after": val_after,
                             "model_dir": str(model_dir), "plot": str(plot) if plot else None})

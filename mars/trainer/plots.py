@@ -1,4 +1,5 @@
-"""PNG plots of a run from its metrics.jsonl: rewards, anchor reward per source, information gain, validation.
+"""PNG plots of a run from its metrics.jsonl: rewards, anchor reward per source, information gain and the share of
+groups with MARS-only signal, validation.
 
 Two rules: a value measured only at some steps (validation) is drawn as markers at those steps, never as a line
 through steps where nothing was measured; and series that coincide (two sources with equal anchor rewards) stay
@@ -57,9 +58,14 @@ def draw_run(history: Sequence[dict[str, float]]):
     ax = axes[2]
     gain_steps, gain = _points(train, "mars/information_gain")
     if gain_steps:
-        ax.plot(gain_steps, gain, color="tab:green")
+        ax.plot(gain_steps, gain, color="tab:green", label="information gain (multi-source - anchors)")
+    # the groups MARS trains on and GRPO would not: where the anchors changed the signal
+    only_steps, only = _points(train, "mars/signal_mars_only")
+    if gain_steps and only_steps:
+        ax.bar(only_steps, only, color="tab:purple", alpha=0.35, label="share of groups with MARS-only signal")
+        ax.legend(fontsize=8)
     ax.axhline(0.0, color="grey", lw=0.8)
-    ax.set(title="information gain (multi-source - anchors)", xlabel="step")
+    ax.set(title="what the anchors change", xlabel="step")
     fig.tight_layout()
     return fig
 

@@ -21,6 +21,28 @@ CONSOLE_KEYS = (
 )
 
 
+def anchor_signal_line(history: list[dict[str, float]]) -> str | None:
+    """One line for the end of a run: did the anchors change the training signal? (None without anchors.)
+
+    MARS-only signal: a group whose G answers all scored the same (GRPO trains nothing on it) while a mono-source
+    answer scored differently, so MARS pushes the whole group up or down (mars/advantage/diagnostics.py)."""
+    steps = [h for h in history if h.get("step", 0) > 0 and "mars/signal_mars_only" in h and "mars/anchor_reward" in h]
+    if not steps:
+        return None
+    shares = [h["mars/signal_mars_only"] for h in steps]
+    gains = [h["mars/information_gain"] for h in steps if "mars/information_gain" in h]
+    gain = sum(gains) / len(gains) if gains else 0.0
+    with_signal = sum(s > 0 for s in shares)
+    if not with_signal:
+        return (f"anchors: no MARS-only signal in {len(steps)} steps: the mono-source answers scored like the fused "
+                f"ones (mean information gain {gain:+.3f}), so MARS trained like GRPO; docs/compare.md shows a "
+                "setting where they differ")
+    return (f"anchors: MARS-only signal on {with_signal} of {len(steps)} steps (mean {sum(shares) / len(shares):.2f} "
+            f"of groups: the group's answers agreed, so GRPO had nothing to train, but a mono-source answer scored "
+            f"differently); mean information gain {gain:+.3f} ({'fused beats' if gain > 0 else 'fused trails'} the "
+            "mono-source answers)")
+
+
 class MetricsLog:
     def __init__(self, run_dir: str | Path, cfg: Any):
         self.path = Path(run_dir) / "metrics.jsonl"

@@ -267,6 +267,9 @@ class LocalEngine:
                 self.optimizer.zero_grad(set_to_none=True)
                 info = {"dp_size": 1, "batch_num_tokens": float(mask[mb_rows].sum()), "global_batch_size": len(mb_rows)}
                 loss_cfg = OmegaConf.create({**self.loss_config, "global_batch_info": info})
+                # each micro-batch's loss is already divided by the whole mini-batch's size (global_batch_info), so the
+                # mini-batch's loss is their SUM; verl's actor logs it that way too
+                mini_losses: dict[str, float] = {}
                 for part in self._micro_batches(len(mb_rows), micro):
                     idx = mb_rows[part]
                     m = mask[idx].to(self.device)
@@ -283,11 +286,13 @@ class LocalEngine:
                         kl = kl_penalty(log_prob, batch.ref_log_probs[idx].to(self.device), str(actor.kl_loss_type))
                         kl_loss = agg_loss(kl, m, mode, **info)
                         loss = loss + float(actor.kl_loss_coef) * kl_loss
-                        sums.setdefault("actor/kl_loss", []).append(kl_loss.item())
+                        mini_losses["actor/kl_loss"] = mini_losses.get("actor/kl_loss", 0.0) + kl_loss.item()
                     loss.backward()
-                    sums.setdefault("actor/pg_loss", []).append(pg_loss.item())
+                    mini_losses["actor/pg_loss"] = mini_losses.get("actor/pg_loss", 0.0) + pg_loss.item()
                     for k, v in pg_metrics.items():
                         sums.setdefault(k, []).append(float(v))
+                for k, v in mini_losses.items():
+                    sums.setdefault(k, []).append(v)
                 grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(actor.get("grad_clip", 1.0)))
                 if math.isfinite(float(grad_norm)):
                     self.optimizer.step()

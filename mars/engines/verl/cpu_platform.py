@@ -155,7 +155,8 @@ _activated = False
 
 
 def activate() -> None:
-    """The CPU's shims, once per process: the process-group backend string and the FSDP engine's device list."""
+    """The CPU's shims, once per process: the process-group backend string, the FSDP engine's device list, the
+    reference's offload policy."""
     global _activated
     if _activated:
         return
@@ -168,10 +169,10 @@ def activate() -> None:
         return original(*args, backend=_dedupe_backend(backend), **kwargs)
 
     dist.init_process_group = init_process_group
-    _register_fsdp_engine_for_cpu()
+    _fit_fsdp_engine_to_cpu()
 
 
-def _register_fsdp_engine_for_cpu() -> None:
+def _fit_fsdp_engine_to_cpu() -> None:
     from verl.workers.engine import EngineRegistry
     from verl.workers.engine.fsdp import transformer_impl as fsdp
 
