@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -28,7 +31,8 @@ from mars.trainer.compose import compose_config
 config = compose_config("embedded", ["trainer.engine=verl"])
 kwargs = ray_init_kwargs(config, on_cpu=False, joining=True)
 kwargs["runtime_env"]["env_vars"]["VERL_USE_EXTERNAL_PLUGINS"] = "none"  # as if the entry points were not installed
-ray.init(**kwargs)
+planned = json.loads(json.dumps(kwargs))
+ray.init(**kwargs)  # uploads the py_modules to the cluster (the runtime env then names them by gcs:// URI)
 
 @ray.remote
 def on_a_node():
@@ -42,7 +46,8 @@ def on_a_node():
             "adapter": get_rollout_class("hf", "async").__name__,
             "shipped": [p for p in sys.path if "py_modules" in p], "plugins": os.environ.get("VERL_USE_EXTERNAL_PLUGINS")}
 
-print("RESULT", json.dumps({"kwargs": kwargs, "task": ray.get(on_a_node.remote())}))
+print("RESULT", json.dumps({"kwargs": planned, "uploaded": kwargs["runtime_env"].get("py_modules"),
+                            "task": ray.get(on_a_node.remote())}))
 ray.shutdown()
 """
 
@@ -53,27 +58,46 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"ray start exited: {proc.communicate()[0][-3000:]}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise AssertionError("the head node did not come up")
+
+
 def test_a_job_joining_a_cluster_ships_mars_and_loads_its_plugin(tmp_path):
     port = free_port()
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    ray_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    # no token authentication on this throw-away loopback cluster (a real one shares its token with every node)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     ray_bin = str(Path(sys.executable).parent / "ray")
-    start = subprocess.run([ray_bin, "start", "--head", f"--port={port}", "--num-cpus=2", "--num-gpus=0",
-                            "--include-dashboard=false", f"--temp-dir={tmp_path / 'ray'}"],
-                           capture_output=True, text=True, env=env, timeout=180)
-    assert start.returncode == 0, start.stderr[-3000:]
+    # --block: the head node lives as long as this process, and stopping it stops only this cluster's processes
+    # (`ray stop` would stop every Ray on the machine, a user's training included)
+    head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={ray_dir}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     try:
+        wait_for_port(port, head)
         driver = subprocess.run([sys.executable, "-c", DRIVER], cwd=tmp_path, capture_output=True, text=True,
                                 env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"}, timeout=300)
         assert driver.returncode == 0, driver.stderr[-4000:]
         line = next(line for line in driver.stdout.splitlines() if line.startswith("RESULT "))
         result = json.loads(line[len("RESULT "):])
     finally:
-        subprocess.run([ray_bin, "stop", "--force"], capture_output=True, text=True, env=env, timeout=120)
+        head.terminate()
+        head.communicate(timeout=120)
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
     runtime_env = result["kwargs"]["runtime_env"]
     assert {str(REPO / "mars"), str(REPO / "utils")} <= set(runtime_env["py_modules"])
     assert "mars.verl_plugin" in runtime_env["env_vars"]["VERL_USE_EXTERNAL_MODULES"]
     assert "num_cpus" not in result["kwargs"]  # a joined cluster keeps its own resources
+    assert len(result["uploaded"]) == 2 and all(u.startswith("gcs://") for u in result["uploaded"])
     task = result["task"]
     assert task["plugins"] == "none"  # entry points off: the plugin came through VERL_USE_EXTERNAL_MODULES
     assert task["estimator"] == "compute_mars_outcome_advantage"

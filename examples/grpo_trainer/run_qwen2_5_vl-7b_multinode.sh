@@ -1,9 +1,12 @@
 #!/bin/sh
 # GRPO + MARS on Qwen2.5-VL-7B over several nodes of a Ray cluster (NNODES nodes x N_GPUS GPUs).
 #
-# 1. On every node: the same repository checkout, `pip install -e ".[vllm]"`, the model and the data at the same
-#    paths (or on a shared file system). 2. Start Ray: on the head node `ray start --head --port=6379`, on each
-#    other node `ray start --address=HEAD_IP:6379`; `ray status` must list NNODES x N_GPUS GPUs.
+# 1. On every node: MARS's dependencies (the same image, or `pip install -e ".[vllm]"`), the model, the data and the
+#    reward file at the same paths (or on a shared file system). MARS's own code needs no copy: the driver ships its
+#    `mars` and `utils` packages to every node through Ray's runtime environment (py_modules) and loads MARS's verl
+#    plugin in every Ray process (VERL_USE_EXTERNAL_MODULES). 2. Start Ray: on the head node
+#    `ray start --head --port=6379`, on each other node `ray start --address=HEAD_IP:6379`; `ray status` must list
+#    NNODES x N_GPUS GPUs.
 # 3. On the head node:
 #
 #   RAY_ADDRESS=auto NNODES=2 MODEL_PATH=... DATA_DIR=... \
