@@ -256,3 +256,20 @@ def test_response_log_probs_equal_a_full_forward_per_row(tiny_model_dir, ir_data
             full = torch.log_softmax(logits[0, start : start + len(a)], -1).gather(-1, a.unsqueeze(-1)).squeeze(-1)
             assert torch.allclose(batched[b, : len(a)], full, atol=1e-5)
             assert (batched[b, len(a) :] == 0).all()
+
+
+def test_the_local_run_ends_when_total_epochs_of_data_are_drawn(tiny_model_dir, ir_data_dir, tmp_path):
+    """One rule on both engines (the verl engine's test is in test_verl_engine.py): a run ends at
+    trainer.total_training_steps or after trainer.total_epochs passes over the data, whichever comes first."""
+    cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, "data.train_batch_size=8", "trainer.total_epochs=2",
+                   "trainer.total_training_steps=50", "trainer.test_freq=-1", "trainer.save_freq=-1",
+                   "trainer.val_before_train=false")
+    lines = []
+    result = run_training(cfg, write=lines.append)
+    history = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    per_epoch = len(pd.read_parquet(ir_data_dir / "train.parquet")) // 8
+    assert [h["step"] for h in history] == list(range(1, 2 * per_epoch + 1))
+    # the epoch of each step's batch, from 0, as verl's training/epoch
+    assert [h["training/epoch"] for h in history] == [0.0] * per_epoch + [1.0] * per_epoch
+    assert any(f"the run ends after step {2 * per_epoch} of 50" in line for line in lines)
+    assert (result.run_dir / f"global_step_{2 * per_epoch}").exists()  # the last trained step is kept

@@ -18,8 +18,9 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from mars.data.check import check_prompt_lengths
 from mars.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mars.trainer.dataset import PromptSample, PromptSampler, load_samples
+from mars.trainer.dataset import DataExhausted, PromptSample, PromptSampler, load_samples
 from mars.trainer.engine import RolloutRequest, Sampling
 from mars.trainer.plots import plot_run
 from mars.trainer.progress import Progress, quiet_library_bars
@@ -120,13 +121,17 @@ def run_training(cfg: Any, write=print) -> RunResult:
         plot = Path(r["plot"]) if r.get("plot") else None
         return RunResult(run_dir, int(r["step"]), r.get("val_before"), r.get("val_after"), Path(r["model_dir"]), plot)
 
-    sampler = PromptSampler(train, int(cfg.data.train_batch_size), seed, bool(cfg.data.get("shuffle", True)))
+    # the run ends at trainer.total_training_steps or after trainer.total_epochs passes over the data, whichever
+    # comes first (verl's rule; DAPO draws several batches per step)
+    sampler = PromptSampler(train, int(cfg.data.train_batch_size), seed, bool(cfg.data.get("shuffle", True)),
+                            max_epochs=int(cfg.trainer.total_epochs) if cfg.trainer.get("total_epochs") else None)
     checkpoint = latest_checkpoint(run_dir) if run.status == "resume" else None
     if cfg.trainer.get("resume_from_path"):
         checkpoint = Path(cfg.trainer.resume_from_path)
     # a checkpoint holds the weights (and the reference's); a new run starts from the cached warm start
     start_from = None if checkpoint is not None else warm_started_model(cfg, write)
     engine = make_engine(cfg, total, start_from, write)
+    check_prompt_lengths(cfg, engine.tokenizer, engine.processor)  # every prompt and variant fits, before step 1
     settings = StepSettings.from_config(cfg)
     log = MetricsLog(run_dir, cfg)
     show = int(cfg.mars.get("log_generations", 0))
@@ -149,9 +154,20 @@ def run_training(cfg: Any, write=print) -> RunResult:
     test_freq, save_freq = int(cfg.trainer.test_freq), int(cfg.trainer.save_freq)
     val_after = None
     bar = Progress(total, "training", initial=start, write=write, lines=0)  # off a terminal the step lines suffice
+    saved = start
     for step in range(start + 1, total + 1):
         torch.manual_seed(step_seed(seed, step))
-        metrics = train_step(engine, sampler.next_batch, step, settings)
+        try:
+            metrics = train_step(engine, sampler.next_batch, step, settings)
+        except DataExhausted as exhausted:
+            write(f"{exhausted}: the run ends after step {step - 1} of {total}")
+            total = step - 1
+            if saved != total:  # the last trained step is kept
+                trainer_state = {"step": total, "sampler": sampler.state_dict(), "seed": seed, "val_before": val_before}
+                save_checkpoint(run_dir, total, engine.state_dict(), trainer_state,
+                                keep=cfg.trainer.get("max_actor_ckpt_to_keep"))
+            break
+        metrics["training/epoch"] = float(sampler.epoch)  # passes over the data so far, counted in batches drawn
         if val and ((test_freq > 0 and step % test_freq == 0) or step == total):
             metrics.update(validate(engine, val, cfg, show if step == total else 0, write))
             val_after = metrics["val/reward"]
@@ -161,6 +177,7 @@ def run_training(cfg: Any, write=print) -> RunResult:
             trainer_state = {"step": step, "sampler": sampler.state_dict(), "seed": seed, "val_before": val_before}
             save_checkpoint(run_dir, step, engine.state_dict(), trainer_state,
                             keep=cfg.trainer.get("max_actor_ckpt_to_keep"))
+            saved = step
     bar.close()
 
     model_dir = run_dir / "huggingface"

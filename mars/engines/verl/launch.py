@@ -1,12 +1,14 @@
-"""Starting a MARS run on Ray: the model, the device settings, the checks, Ray, verl's ``run_ppo``, the summary.
+"""Starting a MARS run on Ray: the device settings, the checks, the model, Ray, verl's ``run_ppo``, the summary.
 
     run(config)
-      1. the machine: the rollout backend, and on a CPU the settings verl needs (``device_settings``); MARS's checks
-      2. the warm-started model (``mars.sft_warmup``; cached, shared with the local engine)
-      3. the data files' check, verl's ``validate_config``, the run directory's (one configuration)
-      4. Ray: started here (and always shut down, also on Ctrl-C or an error) unless a cluster is joined
-      5. verl's ``run_ppo`` with ``MarsTaskRunner``: worker groups, datasets, ``MarsRayPPOTrainer.fit``
-      6. the summary: validation before/after, ``training.png``, ``result.json``
+      1. the machine: the rollout backend, and on a CPU the settings verl needs (``device_settings``); MARS's checks;
+         the reward rules both engines follow
+      2. the run directory (one configuration: a conflict stops here), then the warm-started model
+         (``mars.sft_warmup``; cached, shared with the local engine), the data files' check, verl's ``validate_config``
+      3. Ray: a local cluster started here (always shut down: at the end, on an error, Ctrl-C or SIGTERM), or the
+         cluster ``RAY_ADDRESS`` names, joined with MARS's code shipped to it
+      4. verl's ``run_ppo`` with ``MarsTaskRunner``: worker groups, datasets, ``MarsRayPPOTrainer.fit``
+      5. the summary: validation before/after, ``training.png``, ``result.json``
 
 verl's ``TaskRunner.run`` builds ``RayPPOTrainer`` by name, so ``MarsTaskRunner`` reuses its parent
 ``BaseTaskRunner``'s role and resource-pool set-up and builds ``MarsRayPPOTrainer`` instead.
@@ -165,41 +167,47 @@ def ray_cluster(config: Any, on_cpu: bool, write=print) -> Iterator[bool]:
 
 
 def prepare_config(config: Any, write=print) -> bool:
-    """Steps 1 to 3 of ``run``: returns whether the run is on the CPU."""
+    """Step 1 of ``run``: the machine's settings and MARS's checks, the absolute paths Ray's workers need and the
+    reward rules both engines follow, all in ``config`` (so ``config.yaml`` records what runs). Returns whether the
+    run is on the CPU."""
     from omegaconf import open_dict
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
 
     from mars.engines.verl.device_settings import apply_device_settings
     from mars.trainer.loop import absolutize_paths
-    from mars.trainer.warm_start import warm_started_model
+    from mars.trainer.rewards import resolve_reward_config
 
     with open_dict(config):
         on_cpu = apply_device_settings(config, write)  # first: a backend that cannot run here stops at once
         check_verl_config(config)
-        config.actor_rollout_ref.model.path = warm_started_model(config, write)
         absolutize_paths(config)  # Ray workers do not share the driver's working directory
         config.trainer.default_local_dir = os.path.abspath(str(config.trainer.default_local_dir))
+        resolve_reward_config(config)
     if not on_cpu:
         from verl.utils.device import auto_set_device
 
         auto_set_device(config)
-    check_data_files(config)
-    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     return on_cpu
 
 
 def run(config: Any, write=print) -> None:
     """Train on Ray (see the module docstring)."""
     import ray
+    from omegaconf import open_dict
     from verl.trainer.main_ppo import run_ppo
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
 
     from mars.trainer.run_dir import prepare_run_dir
+    from mars.trainer.warm_start import warm_started_model
 
     on_cpu = prepare_config(config, write)
-    run_dir = prepare_run_dir(config, write)
+    run_dir = prepare_run_dir(config, write)  # before any training: another run's directory stops here
     if run_dir.status == "complete":
         return
+    with open_dict(config):  # the folder's config.yaml names the base model; the warm start is derived from it
+        config.actor_rollout_ref.model.path = warm_started_model(config, write)
+    check_data_files(config)
+    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     with ray_cluster(config, on_cpu, write):
         run_ppo(config, task_runner_class=ray.remote(MarsTaskRunner))
     summarize(config, write)
