@@ -2,7 +2,6 @@
 checks the folder it writes and that a rerun trains nothing."""
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -11,6 +10,8 @@ from mars.compare.cli import main as compare_main
 from mars.compare.cli import parse
 from mars.compare.runner import run_comparison
 from mars.compare.summary import markdown_table, paired_differences, run_stats, spread
+
+from tests.test_local_engine import tiny_overrides as local_tiny_overrides
 
 
 def test_default_arms_and_arm_specs():
@@ -67,26 +68,10 @@ def test_run_stats_from_a_history():
 
 
 def tiny_overrides(model_dir, data_dir, cache):
-    """The fast settings of tests/test_local_engine.py's tiny_cfg, for every arm."""
-    return [
-        f"actor_rollout_ref.model.path={model_dir}",
-        f"data.train_files={data_dir}/train.parquet",
-        f"data.val_files={data_dir}/val.parquet",
-        f"mars.sft_warmup.cache_dir={cache}",
-        "data.val_max_samples=2",
-        "data.train_batch_size=2",
-        "data.max_response_length=12",
-        "actor_rollout_ref.rollout.n=2",
-        "actor_rollout_ref.actor.ppo_mini_batch_size=1",
-        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
-        "mars.sft_warmup.steps=2",
-        "mars.sft_warmup.batch_size=2",
-        "mars.log_generations=0",
-        "mars.plots=false",
-        "trainer.total_training_steps=2",
-        "trainer.test_freq=2",
-        "trainer.save_freq=2",
-    ]
+    """The fast settings of tests/test_local_engine.py's tiny_cfg, for every arm (2 validation prompts, 2 steps)."""
+    changed = {"data.val_max_samples": 2, "trainer.total_training_steps": 2, "mars.plots": "false"}
+    kept = [o for o in local_tiny_overrides(model_dir, data_dir, cache) if o.split("=", 1)[0] not in changed]
+    return [*kept, *(f"{key}={value}" for key, value in changed.items())]
 
 
 def test_smoke_comparison_writes_the_folder_and_reruns_nothing(tiny_model_dir, ir_data_dir, tmp_path):

@@ -21,13 +21,13 @@ from mars.trainer.loop import run_training
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def tiny_cfg(run_dir, model_dir, data_dir, *overrides):
-    return compose_config("embedded", [
+def tiny_overrides(model_dir, data_dir, warm_start_cache) -> list[str]:
+    """Settings that make a real run take seconds: the tiny model and data, 2 prompts x 2 rollouts, 12 new tokens."""
+    return [
         f"actor_rollout_ref.model.path={model_dir}",
         f"data.train_files={data_dir}/train.parquet",
         f"data.val_files={data_dir}/val.parquet",
-        f"trainer.default_local_dir={run_dir}",
-        f"mars.sft_warmup.cache_dir={Path(run_dir).parent / 'warm_start'}",
+        f"mars.sft_warmup.cache_dir={warm_start_cache}",
         "data.val_max_samples=4",
         "data.train_batch_size=2",
         "data.max_response_length=12",
@@ -40,6 +40,13 @@ def tiny_cfg(run_dir, model_dir, data_dir, *overrides):
         "trainer.total_training_steps=3",
         "trainer.test_freq=2",
         "trainer.save_freq=2",
+    ]
+
+
+def tiny_cfg(run_dir, model_dir, data_dir, *overrides):
+    return compose_config("embedded", [
+        *tiny_overrides(model_dir, data_dir, Path(run_dir).parent / "warm_start"),
+        f"trainer.default_local_dir={run_dir}",
         *overrides,
     ])
 

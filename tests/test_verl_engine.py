@@ -570,25 +570,32 @@ def test_dapo_step_filters_concatenates_and_keeps_anchors_attached(tokenizer_dir
 
 def test_dapo_overlong_shaping_reaches_every_row(tokenizer_dir, depth_data, tmp_path):
     """With a 40-token buffer of 48, verl's DAPO reward manager penalises each row by its length, anchors too."""
-    from mars.engines.verl import VerlEngine
-    from mars.engines.verl.trainer import PromptStream
-    from mars.trainer.requests import build_requests
-    from mars.trainer.step import StepSettings
 
     ANSWERED.clear()
     cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo",
                   "reward.reward_kwargs.overlong_buffer_cfg.len=40")
     trainer = build_trainer(cfg, tokenizer_dir)
+    requests, rows = generate_and_score_one_batch(trainer, cfg)
+    penalty = np.minimum(-(rows.response_lengths - (48 - 40)) / 40, 0.0)
+    task = np.array([vqa_score(text, r.sample.ground_truth)["score"] for text, r in zip(rows.texts, requests)])
+    assert rows.is_anchor.any() and (penalty < 0).all()
+    np.testing.assert_allclose(rows.rewards, task + penalty, atol=1e-6)
+
+
+def generate_and_score_one_batch(trainer, cfg):
+    """The step's first two phases on the verl engine for the first batch: its requests and their scored rows."""
+    from mars.engines.verl import VerlEngine
+    from mars.engines.verl.trainer import PromptStream
+    from mars.trainer.requests import build_requests
+    from mars.trainer.step import StepSettings
+
     trainer.global_steps = 1
     engine = VerlEngine(trainer)
     settings = StepSettings.from_config(cfg)
     requests = build_requests(PromptStream(trainer.train_dataloader)(), "s1g0", N_ROLLOUTS, settings.sampling, cfg.mars)
     rows = engine.generate(requests, settings.max_response_length)
     engine.score(rows)
-    penalty = np.minimum(-(rows.response_lengths - (48 - 40)) / 40, 0.0)
-    task = np.array([vqa_score(text, r.sample.ground_truth)["score"] for text, r in zip(rows.texts, requests)])
-    assert rows.is_anchor.any() and (penalty < 0).all()
-    np.testing.assert_allclose(rows.rewards, task + penalty, atol=1e-6)
+    return requests, rows
 
 
 def test_engine_refuses_what_verl_cannot_serve(tokenizer_dir, depth_data, tmp_path):
@@ -614,11 +621,7 @@ def test_both_engines_score_with_the_same_default_reward_and_overlong_buffer(tok
     """No reward path and the DAPO preset's 4096-token buffer with a 24-token limit: verl's reward loop (naive
     fallback: verl's default_compute_score raises for MARS data; DAPO manager: asserts the buffer fits) scores
     every row exactly as the local engine's score_rows does, with MARS's reward and a buffer of half the limit."""
-    from mars.engines.verl import VerlEngine
-    from mars.engines.verl.trainer import PromptStream
-    from mars.trainer.requests import build_requests
     from mars.trainer.rewards import load_reward_fn, score_rows
-    from mars.trainer.step import StepSettings
 
     ANSWERED.clear()
     overrides = ("reward.custom_reward_function.path=null", "reward.reward_kwargs.overlong_buffer_cfg.len=4096",
@@ -627,12 +630,7 @@ def test_both_engines_score_with_the_same_default_reward_and_overlong_buffer(tok
         cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo", *overrides)
         trainer = build_trainer(cfg, tokenizer_dir)
     assert "overlong_buffer_cfg.len=4096 is longer than data.max_response_length=24: using 12" in caplog.text
-    trainer.global_steps = 1
-    engine = VerlEngine(trainer)
-    settings = StepSettings.from_config(cfg)
-    requests = build_requests(PromptStream(trainer.train_dataloader)(), "s1g0", N_ROLLOUTS, settings.sampling, cfg.mars)
-    rows = engine.generate(requests, settings.max_response_length)
-    engine.score(rows)
+    requests, rows = generate_and_score_one_batch(trainer, cfg)
 
     local_cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo", *overrides)
     local_rows = rows.select(np.arange(len(rows)))

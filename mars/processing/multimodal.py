@@ -89,9 +89,11 @@ class MultimodalEncoder:
         texts = [self.render(p) for p in prompts]
         distinct = list(dict.fromkeys(texts))
         token_ids = dict(zip(distinct, self.tokenizer(distinct)["input_ids"]))
-        return [self._assemble(token_ids[t], images, cache) for t, images in zip(texts, images_per_prompt)]
+        return [self.assemble(token_ids[t], images, cache) for t, images in zip(texts, images_per_prompt)]
 
-    def _assemble(self, template_ids: list[int], images: list[Any], cache: ImageCache) -> PromptInputs:
+    def assemble(self, template_ids: list[int], images: list[Any], cache: ImageCache) -> PromptInputs:
+        """One prompt's inputs from token ids with ONE ``<|image_pad|>`` per image slot, each expanded to its
+        image's visual tokens (also how the verl engine's ``hf`` rollout server builds its inputs)."""
         processed = [cache[image] for image in images]
         pads = [i for i, t in enumerate(template_ids) if t == self.image_token_id]
         if len(pads) != len(processed):

@@ -76,6 +76,12 @@ class MetricsLog:
             self.tracking.log(data=clean, step=step)
 
     def history(self) -> list[dict[str, float]]:
-        if not self.path.exists():
-            return []
-        return [json.loads(line) for line in self.path.read_text().splitlines() if line]
+        return read_history(self.path.parent)
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, float]]:
+    """Every logged line of a run folder's ``metrics.jsonl`` (no logger backend is started to read it)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]

@@ -22,7 +22,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from mars.trainer.dataset import PromptSample, load_samples
 

@@ -217,10 +217,10 @@ def summarize(config: Any, write=print) -> None:
     """What the local engine prints at the end, from the run directory: validation before and after, the plot."""
     from mars.trainer.plots import plot_run
     from mars.trainer.run_dir import record_result
-    from mars.trainer.tracking import MetricsLog
+    from mars.trainer.tracking import read_history
 
     run_dir = Path(config.trainer.default_local_dir)
-    history = MetricsLog(run_dir, config).history()
+    history = read_history(run_dir)  # not a MetricsLog: that would start the run's wandb/tensorboard loggers again
     val = [(h["step"], h["val/reward"]) for h in history if "val/reward" in h]
     steps = max((h["step"] for h in history), default=0)
     plot = plot_run(history, run_dir / "training.png") if config.mars.get("plots", True) and history else None

@@ -27,34 +27,29 @@ MAX_GATHER_SECONDS = 0.5
 
 
 def prompt_inputs(prompt_ids: list[int], images: list[Any] | None, processor: Any):
-    """verl's prompt (token ids, images) -> the model inputs of one prompt, as the local engine builds them."""
-    from mars.processing import PromptInputs
+    """verl's prompt (token ids, images) -> the model inputs of one prompt, built as the local engine builds them
+    (``MultimodalEncoder.assemble``). verl's agent loop sends each image's placeholder already expanded to its
+    visual tokens; one placeholder per image is accepted too."""
+    from mars.processing import ImageCache, MultimodalEncoder
 
-    ids = [int(t) for t in prompt_ids]
-    pixel_values = grid = None
-    image_token = int(processor.image_token_id)
-    if images:
-        processed = processor.image_processor(images=list(images), return_tensors="pt")
-        pixel_values, grid = processed["pixel_values"], processed["image_grid_thw"]
-        merge = int(getattr(processor.image_processor, "merge_size", 2)) ** 2
-        per_image = [int(n) // merge for n in grid.prod(dim=-1).tolist()]
-        pads = sum(1 for t in ids if t == image_token)
-        if pads == len(per_image) and pads != sum(per_image):  # one placeholder per image: expand it
-            expanded, k = [], 0
-            for t in ids:
-                if t == image_token:
-                    expanded += [image_token] * per_image[k]
-                    k += 1
-                else:
-                    expanded.append(t)
-            ids = expanded
-        elif pads != sum(per_image):
-            raise ValueError(f"the prompt has {pads} image tokens but its {len(per_image)} images need "
-                             f"{sum(per_image)}: prompt ids and images do not belong together")
-    input_ids = torch.tensor([ids], dtype=torch.long)
-    return PromptInputs(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                        mm_token_type_ids=(input_ids == image_token).long(), pixel_values=pixel_values,
-                        image_grid_thw=grid)
+    encoder = MultimodalEncoder(processor)
+    cache = ImageCache(processor.image_processor)
+    images = list(images or [])
+    cache.prepare(images)
+    pad = encoder.image_token_id
+    collapsed, runs = [], []  # the ids with every run of image pads cut to one; the length of each run
+    for t in (int(t) for t in prompt_ids):
+        if t == pad and collapsed and collapsed[-1] == pad:
+            runs[-1] += 1
+            continue
+        collapsed.append(t)
+        if t == pad:
+            runs.append(1)
+    needed = [cache[image].num_tokens for image in images]
+    if runs != needed and runs != [1] * len(images):
+        raise ValueError(f"the prompt has {sum(runs)} image tokens but its {len(images)} images need "
+                         f"{sum(needed)}: prompt ids and images do not belong together")
+    return encoder.assemble(collapsed, images, cache)
 
 
 def request_sampling(params: dict[str, Any]):
