@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,35 @@ def load_questions(path: Path) -> list[dict[str, Any]]:
         if not isinstance(item, dict) or not isinstance(item.get("content"), list) or "ground_truth" not in item:
             raise SystemExit(f"inference: {path} item {i} needs a 'content' list and a 'ground_truth'")
     return items
+
+
+def image_search_dirs(questions: Path) -> list[Path]:
+    """Where a relative image path of a question file may be relative to, in order: the directory the command was
+    run from (``qwen_inference.sh`` passes it in ``MARS_CALLER_CWD``, as it runs from the repository root), the
+    repository root (the reference data's ``data/images/...``), and the question file's own directory."""
+    caller = Path(os.environ.get("MARS_CALLER_CWD") or Path.cwd())
+    dirs = [caller, Path(__file__).resolve().parents[1], questions.resolve().parent]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def resolve_images(items: list[dict[str, Any]], questions: Path, search: list[Path]) -> None:
+    """Make every relative image path absolute (in place), or stop before the model loads, naming the question and
+    the places looked in: a missing image found hours into inference would waste the run."""
+    for i, item in enumerate(items):
+        for part in item["content"]:
+            if not isinstance(part, dict) or part.get("type") != "image" or not isinstance(part.get("image"), str):
+                continue
+            image = part["image"]
+            if image.startswith(("http://", "https://", "data:")):
+                continue
+            candidates = [Path(image)] if Path(image).is_absolute() else [d / image for d in search]
+            found = next((c for c in candidates if c.is_file()), None)
+            if found is None:
+                tried = ", ".join(str(d) for d in search)
+                raise SystemExit(f"inference: {questions} item {i}: image {image!r} not found "
+                                 f"(relative paths are looked up in: {tried}); run from the directory the paths "
+                                 f"are relative to, or make them absolute")
+            part["image"] = str(found)
 
 
 def to_messages(item: dict[str, Any]) -> list[dict[str, Any]]:
@@ -130,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.cpu_threads)
 
     items = load_questions(args.questions)
+    resolve_images(items, args.questions, image_search_dirs(args.questions))
     if use_vllm(args.backend):
         texts = generate_vllm(args.model, items, args.max_new_tokens)
     else:
