@@ -37,7 +37,7 @@ def train(work: str, *overrides: str) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=30, help="RL steps of both runs (the embedded default: 30)")
+    parser.add_argument("--steps", type=int, default=10, help="RL steps of both runs (the embedded default: 10)")
     args, overrides = parser.parse_known_args()
     common = [f"trainer.total_training_steps={args.steps}", *overrides]
     with tempfile.TemporaryDirectory(prefix="mars-bench-engines-") as work:

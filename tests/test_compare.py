@@ -144,17 +144,30 @@ def test_the_end_of_a_run_says_what_the_anchors_changed():
     assert [b.get_height() for b in bars] == [0.25, 0.0, 0.25, 0.0]  # the MARS-only share, one bar per step
 
 
-def test_embedded_presence_is_the_embedded_default_on_ir_presence():
+def test_the_embedded_configs_differ_from_the_default_only_where_they_say():
+    """``embedded`` is ir_presence (the anchors matter); ``embedded_presence`` is the setting docs/compare.md measured
+    (a longer warm start and run); ``embedded_grounding`` the box task."""
     from mars.trainer.compose import compose_config, config_keys
     from mars.trainer.run_dir import config_differences
     from omegaconf import OmegaConf
 
-    base, presence = compose_config("embedded", []), compose_config("embedded_presence", [])
-    assert config_keys(base) == config_keys(presence)  # the same keys: only values differ
-    diffs = config_differences(OmegaConf.to_container(base, resolve=True), OmegaConf.to_container(presence, resolve=True))
-    assert presence.mars.embedded.task == "ir_presence" and presence.mars.sft_warmup.steps == 360
-    # the task, its data, the warm start's length and the run's length and name (verl's trace names the run too)
-    assert set(diffs) == {"mars.embedded.task", "mars.embedded.data_dir", "data.train_files", "data.val_files",
-                          "mars.sft_warmup.steps", "trainer.total_training_steps", "trainer.test_freq",
-                          "trainer.experiment_name", "trainer.default_local_dir",
-                          "actor_rollout_ref.rollout.trace.experiment_name"}
+    def differences(name):
+        base, other = compose_config("embedded", []), compose_config(name, [])
+        assert config_keys(base) == config_keys(other)  # the same keys: only values differ
+        return other, set(config_differences(OmegaConf.to_container(base, resolve=True),
+                                             OmegaConf.to_container(other, resolve=True)))
+
+    base = compose_config("embedded", [])
+    assert base.mars.embedded.task == "ir_presence" and base.trainer.experiment_name == "embedded_ir_presence"
+    # how long: the warm start, the run, the responses (and verl's keys that interpolate the response length)
+    lengths = {"mars.sft_warmup.steps", "trainer.total_training_steps", "trainer.save_freq", "data.max_response_length",
+               "actor_rollout_ref.rollout.response_length", "reward.reward_kwargs.max_resp_len",
+               "distillation.teacher_models.teacher_model.inference.response_length"}
+    names = {"trainer.experiment_name", "trainer.default_local_dir", "actor_rollout_ref.rollout.trace.experiment_name"}
+    presence, diffs = differences("embedded_presence")
+    assert presence.mars.sft_warmup.steps == 360 and presence.data.max_response_length == 96
+    assert diffs == lengths | names  # the same task and data, run longer in a folder of its own
+    grounding, diffs = differences("embedded_grounding")
+    assert grounding.mars.embedded.task == "ir_grounding"
+    assert diffs == lengths | names | {"trainer.test_freq", "mars.embedded.task", "mars.embedded.data_dir",
+                                       "data.train_files", "data.val_files"}

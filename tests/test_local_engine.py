@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from mars.engines.local.generation import BanTokens, GreedyRows
+from mars.engines.local.generation import BanTokens, SampleRows, nucleus_threshold
 from mars.trainer.compose import compose_config
 from mars.trainer.dataset import BadDataError, load_samples
 from mars.trainer.engine import RolloutRequest, Sampling
@@ -57,11 +57,41 @@ def quiet(*args, **kwargs):
 
 def test_logits_processors():
     scores = torch.tensor([[0.1, 2.0, 0.5], [3.0, 1.0, 0.0]])
-    out = GreedyRows(torch.tensor([True, False]))(None, scores.clone())
-    assert out[0].tolist() == [float("-inf"), 0.0, float("-inf")]
-    assert torch.equal(out[1], scores[1])
+    torch.manual_seed(0)
+    out = SampleRows(torch.tensor([True, False]), 1.0, 1.0)(None, scores.clone())
+    assert out[0].tolist() == [float("-inf"), 0.0, float("-inf")]  # the greedy row: its arg-max
+    assert (out[1] == 0).sum() == 1 and torch.isinf(out[1]).sum() == 2  # the sampled row: one drawn token
     banned = BanTokens([0, 2])(None, scores.clone())
     assert torch.isinf(banned[:, [0, 2]]).all() and torch.equal(banned[:, 1], scores[:, 1])
+
+
+def test_the_nucleus_is_hugging_faces_top_p():
+    from transformers import TopPLogitsWarper
+
+    torch.manual_seed(1)
+    for top_p in (0.1, 0.5, 0.9, 0.99):
+        logits = torch.randn(32, 3072) * 3
+        logits[:, :5] = float("-inf")  # banned tokens
+        kept_hf = torch.isfinite(TopPLogitsWarper(top_p)(None, logits.clone()))
+        probs = torch.softmax(logits, -1)
+        assert torch.equal(probs >= nucleus_threshold(probs, top_p), kept_hf)
+
+
+def test_sampled_tokens_follow_temperature_and_top_p():
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    torch.manual_seed(0)
+    draws = 20000
+
+    def frequencies(temperature, top_p):
+        rows = logits.repeat(draws, 1)
+        one_hot = SampleRows(torch.zeros(draws, dtype=torch.bool), temperature, top_p)(None, rows)
+        return torch.bincount(one_hot.argmax(-1), minlength=4).float() / draws
+
+    torch.testing.assert_close(frequencies(1.0, 1.0), torch.tensor([0.5, 0.3, 0.15, 0.05]), atol=0.015, rtol=0)
+    # top_p 0.75: ascending cumulative 0.05, 0.20, 0.50 <= 0.25 removes the two least probable
+    torch.testing.assert_close(frequencies(1.0, 0.75), torch.tensor([0.625, 0.375, 0.0, 0.0]), atol=0.015, rtol=0)
+    hot = torch.softmax(logits[0] / 2.0, -1)  # temperature 2 flattens the distribution
+    torch.testing.assert_close(frequencies(2.0, 1.0), hot, atol=0.015, rtol=0)
 
 
 def test_greedy_rows_are_deterministic_inside_a_sampling_call(tiny_model_dir, ir_data_dir, tmp_path):

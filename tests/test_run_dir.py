@@ -18,7 +18,7 @@ def test_new_run_writes_its_config(tmp_path):
     run = prepare_run_dir(cfg_in(tmp_path / "run"), write=lambda s: None)
     assert run.status == "new"
     saved = OmegaConf.load(tmp_path / "run" / "config.yaml")
-    assert saved.trainer.total_training_steps == 30 and saved.mars.variant_mode == "duplicate"
+    assert saved.trainer.total_training_steps == 10 and saved.mars.variant_mode == "duplicate"
 
 
 def test_other_settings_stop_with_the_keys_and_both_ways_out(tmp_path):
@@ -36,9 +36,9 @@ def test_other_settings_stop_with_the_keys_and_both_ways_out(tmp_path):
 def test_more_steps_resume_and_update_the_config(tmp_path):
     prepare_run_dir(cfg_in(tmp_path), write=lambda s: None)
     lines = []
-    run = prepare_run_dir(cfg_in(tmp_path, "trainer.total_training_steps=50", "trainer.save_freq=5"), write=lines.append)
+    run = prepare_run_dir(cfg_in(tmp_path, "trainer.total_training_steps=50", "trainer.save_freq=7"), write=lines.append)
     assert run.status == "resume" and set(run.changed) == {"trainer.total_training_steps", "trainer.save_freq"}
-    assert "trainer.total_training_steps 30 -> 50" in lines[0]
+    assert "trainer.total_training_steps 10 -> 50" in lines[0]
     assert OmegaConf.load(tmp_path / "config.yaml").trainer.total_training_steps == 50
 
 

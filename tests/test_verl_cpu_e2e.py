@@ -152,7 +152,7 @@ def test_merge_infer_and_evaluate_the_fsdp_checkpoint(verl_run, tmp_path):
     workdir = verl_run["workdir"]
     questions, results = tmp_path / "questions.json", tmp_path / "results.json"
     convert = subprocess.run([sys.executable, "-m", "mars.cli", "data", "convert", "to-json",
-                              str(workdir / "outputs/embedded/data/ir_grounding/test.parquet"), str(questions)],
+                              str(workdir / "outputs/embedded/data/ir_presence/test.parquet"), str(questions)],
                              cwd=workdir, capture_output=True, text=True, timeout=300)
     assert convert.returncode == 0, convert.stderr[-3000:]
     items = json.loads(questions.read_text())[:3]
@@ -162,7 +162,7 @@ def test_merge_infer_and_evaluate_the_fsdp_checkpoint(verl_run, tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert infer.returncode == 0, infer.stderr[-3000:]
     assert len(json.loads(results.read_text())) == 3
-    score = subprocess.run(["sh", str(REPO / "evaluation/eval_qwen.sh"), str(results), "grounding", "0.5"],
+    score = subprocess.run(["sh", str(REPO / "evaluation/eval_qwen.sh"), str(results), "vqa"],
                            cwd=workdir, capture_output=True, text=True, timeout=300)
     assert score.returncode == 0, score.stderr[-3000:]
     assert Path(str(results).replace(".json", ".report.json")).exists()

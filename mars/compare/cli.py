@@ -1,4 +1,4 @@
-"""usage: mars compare [--out DIR] [--seeds 0,1,2] [--arms NAME,NAME] [--arm 'NAME: KEY=VALUE ...']
+"""usage: mars compare [--out DIR] [--seeds 0,1,2,3,4] [--arms NAME,NAME] [--arm 'NAME: KEY=VALUE ...']
                     [--config-name NAME] [--quiet] [--report-only] [KEY=VALUE ...]
 
 Trains several estimator settings ("arms") over several seeds with the local engine, one run after the other, and
@@ -7,7 +7,7 @@ diagnostics, paired differences) and curves.png. Every run has its own directory
 same command again skips complete runs and resumes interrupted ones, so a comparison can be stopped and continued.
 
   --out DIR          the comparison folder (default outputs/compare/default)
-  --seeds LIST       comma-separated seeds (default 0,1,2); each seed is a data order, an RL seed and a warm start
+  --seeds LIST       comma-separated seeds (default 0,1,2,3,4); each seed is a data order, an RL seed and a warm start
   --arms LIST        arms from the defaults (default: all six): grpo, grpo_mars, grpo_nk, dapo, dapo_mars, dapo_nk
   --arm 'NAME: K=V'  overrides for one arm (a default one, or a new arm of that name); repeatable
   --config-name N    the config to start from (default: embedded, the same as mars train)
@@ -28,7 +28,7 @@ import sys
 
 
 def parse(argv: list[str]) -> dict:
-    opts = {"out": "outputs/compare/default", "seeds": [0, 1, 2], "arms": None, "specs": [],
+    opts = {"out": "outputs/compare/default", "seeds": [0, 1, 2, 3, 4], "arms": None, "specs": [],
             "config_name": "embedded", "quiet": False, "report_only": False, "overrides": []}
     it = iter(argv)
     for arg in it:

@@ -9,12 +9,11 @@ MARS does not read, or a near-miss of an existing key (``+trainer.total_training
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
+from pathlib import Path
 from typing import Any, Sequence
 
-# verl's own config folder, where `ppo_trainer` and its groups live. Hydra only honours a search path set in the
-# primary config, and our configs are also used as non-primary parents, so it is set here for every composition.
-VERL_SEARCHPATH = "hydra.searchpath=[pkg://verl.trainer.config]"
 # keys of the mars section that code reads with a default, so that they are absent from the config files
 MARS_KEYS_READ_WITH_DEFAULT = ("mars.expected_num_images",)
 
@@ -23,11 +22,25 @@ class ConfigError(ValueError):
     """An override the configuration cannot take, explained in a few lines."""
 
 
+def verl_searchpath() -> str:
+    """verl's own config folder, where ``ppo_trainer`` and its groups live, as a Hydra search path.
+
+    Hydra only honours a search path set in the primary config, and our configs are also used as non-primary
+    parents, so it is set for every composition. A ``file://`` path found with ``find_spec``, not
+    ``pkg://verl.trainer.config``: that one imports verl (Ray, its protocol: about 10 s on 2 cores), which the
+    local engine never needs."""
+    spec = importlib.util.find_spec("verl")
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("verl is not installed: pip install -e . installs the pinned verl")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "trainer" / "config"
+    return f"hydra.searchpath=[file://{folder}]"
+
+
 def _compose(config_name: str, overrides: Sequence[str]) -> Any:
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="mars.config", version_base=None):
-        return compose(config_name=config_name, overrides=[VERL_SEARCHPATH, *overrides])
+        return compose(config_name=config_name, overrides=[verl_searchpath(), *overrides])
 
 
 def compose_config(config_name: str = "embedded", overrides: Sequence[str] = ()) -> Any:
