@@ -25,6 +25,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# the scripts call `python`: this interpreter's, also when the tests run without the virtual environment activated
+SCRIPT_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 SHORT = [
     "trainer.engine=verl",
@@ -135,7 +137,7 @@ def test_merge_infer_and_evaluate_the_fsdp_checkpoint(verl_run, tmp_path):
     checkpoint = verl_run["run_dir"] / "global_step_3"
     merged = tmp_path / "merged"
     done = subprocess.run(["sh", str(REPO / "scripts/merge.sh"), str(checkpoint), str(merged)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+                          env=SCRIPT_ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     model = AutoModelForImageTextToText.from_pretrained(merged)
     shard = torch.load(checkpoint / "actor" / "model_world_size_1_rank_0.pt", weights_only=False)
@@ -159,11 +161,11 @@ def test_merge_infer_and_evaluate_the_fsdp_checkpoint(verl_run, tmp_path):
     questions.write_text(json.dumps(items))
     infer = subprocess.run(["sh", str(REPO / "evaluation/qwen_inference.sh"), str(merged), str(questions),
                             str(results), "--max-new-tokens", "16", "--backend", "hf"], cwd=workdir,
-                           capture_output=True, text=True, timeout=300)
+                           env=SCRIPT_ENV, capture_output=True, text=True, timeout=300)
     assert infer.returncode == 0, infer.stderr[-3000:]
     assert len(json.loads(results.read_text())) == 3
     score = subprocess.run(["sh", str(REPO / "evaluation/eval_qwen.sh"), str(results), "vqa"],
-                           cwd=workdir, capture_output=True, text=True, timeout=300)
+                           cwd=workdir, env=SCRIPT_ENV, capture_output=True, text=True, timeout=300)
     assert score.returncode == 0, score.stderr[-3000:]
     assert Path(str(results).replace(".json", ".report.json")).exists()
 
