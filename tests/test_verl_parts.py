@@ -206,3 +206,30 @@ def test_mars_train_hands_trainer_engine_verl_to_the_verl_launcher(monkeypatch):
     monkeypatch.setattr(launch, "run", lambda cfg, write=print: seen.append(cfg))
     assert main(["--config-name", "mars_trainer", "trainer.engine=verl", "actor_rollout_ref.rollout.n=3"]) == 0
     assert len(seen) == 1 and seen[0].trainer.engine == "verl" and seen[0].actor_rollout_ref.rollout.n == 3
+
+
+def test_a_shutdown_that_hangs_is_ended_by_killing_the_clusters_processes(monkeypatch):
+    """Ctrl-C while a worker is still starting can leave ``ray.shutdown`` waiting: after the grace period the run
+    stops the processes it started (here a stand-in child) instead of hanging."""
+    import subprocess
+    import time
+
+    import ray
+
+    from mars.engines.verl.launch import shutdown_ray
+
+    child = subprocess.Popen(["sleep", "60"])
+    monkeypatch.setattr(ray, "shutdown", lambda: child.wait(timeout=30))  # returns once the child is gone
+    lines: list[str] = []
+    start = time.monotonic()
+    shutdown_ray(kill_after=0.5, write=lines.append)
+    assert child.poll() is not None and time.monotonic() - start < 10
+    assert lines and "did not shut down within 0 s: stopping its 1 processes" in lines[0]
+
+    quick = subprocess.Popen(["sleep", "60"])
+    monkeypatch.setattr(ray, "shutdown", lambda: None)  # a shutdown that returns: the watchdog never fires
+    shutdown_ray(kill_after=0.5, write=lines.append)
+    time.sleep(1.0)
+    assert quick.poll() is None and len(lines) == 1
+    quick.kill()
+    quick.wait()

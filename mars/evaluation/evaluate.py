@@ -27,6 +27,10 @@ UNPARSED_NOTE = (
     "Unparsed predictions count as failures (score 0). The reference evaluator skipped grounding samples "
     "without an answer json fence, which inflated its accuracy; 'accuracy_reference' is its number, by its rules."
 )
+VQA_NOTE = (
+    "Unparsed predictions count as failures (score 0). 'accuracy' matches the answer as the reference's VQA rule "
+    "does, 'strict' as the training reward does, 'reference rules' is the reference evaluator's own number."
+)
 
 
 def generated_text(content: Any) -> str:
@@ -187,7 +191,7 @@ def vqa_report(samples: Sequence[VqaSample], threshold: Optional[float] = None) 
         "accuracy": percent(correct, len(samples)),
         "accuracy_strict": percent(sum(sample.strict_correct for sample in samples), len(samples)),
         "accuracy_reference": percent(sum(sample.reference_correct for sample in samples), len(samples)),
-        "note": UNPARSED_NOTE,
+        "note": VQA_NOTE,
     }
 
 
