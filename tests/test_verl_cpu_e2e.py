@@ -193,9 +193,12 @@ def test_dapo_runs_on_verl(tmp_path):
 
 def test_an_interrupted_run_leaves_no_ray_process(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # Ctrl-C as a terminal delivers it: a shell that started these tests in the background (`pytest &`) made SIGINT
+    # ignored, which the run would inherit and then rightly keep ignoring
     proc = subprocess.Popen([sys.executable, "-m", "mars.cli", "train", *SHORT, "trainer.total_training_steps=50",
                              "trainer.experiment_name=interrupted"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = [], time.time() + 600
     for line in proc.stdout:  # wait until verl's workers run, then press Ctrl-C
         seen.append(line)

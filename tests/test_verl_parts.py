@@ -208,28 +208,34 @@ def test_mars_train_hands_trainer_engine_verl_to_the_verl_launcher(monkeypatch):
     assert len(seen) == 1 and seen[0].trainer.engine == "verl" and seen[0].actor_rollout_ref.rollout.n == 3
 
 
-def test_a_shutdown_that_hangs_is_ended_by_killing_the_clusters_processes(monkeypatch):
+WATCHDOG_SCRIPT = """
+import subprocess, sys, time
+import ray
+from mars.engines.verl.launch import shutdown_ray
+
+child = subprocess.Popen(["sleep", "60"])  # stands for the cluster's processes: this process's only child
+hangs = sys.argv[1] == "hangs"
+ray.shutdown = (lambda: child.wait(timeout=30)) if hangs else (lambda: None)
+start = time.monotonic()
+shutdown_ray(kill_after=0.5, write=print)
+time.sleep(0.0 if hangs else 1.0)  # a shutdown that returned: the watchdog must not fire later either
+print("child", "stopped" if child.poll() is not None else "running", round(time.monotonic() - start, 1))
+child.kill()
+"""
+
+
+@pytest.mark.parametrize("case", ["hangs", "returns"])
+def test_a_shutdown_that_hangs_is_ended_by_killing_the_clusters_processes(case):
     """Ctrl-C while a worker is still starting can leave ``ray.shutdown`` waiting: after the grace period the run
-    stops the processes it started (here a stand-in child) instead of hanging."""
+    stops the processes it started (here a stand-in child, in a process of its own) instead of hanging."""
     import subprocess
-    import time
+    import sys
 
-    import ray
-
-    from mars.engines.verl.launch import shutdown_ray
-
-    child = subprocess.Popen(["sleep", "60"])
-    monkeypatch.setattr(ray, "shutdown", lambda: child.wait(timeout=30))  # returns once the child is gone
-    lines: list[str] = []
-    start = time.monotonic()
-    shutdown_ray(kill_after=0.5, write=lines.append)
-    assert child.poll() is not None and time.monotonic() - start < 10
-    assert lines and "did not shut down within 0 s: stopping its 1 processes" in lines[0]
-
-    quick = subprocess.Popen(["sleep", "60"])
-    monkeypatch.setattr(ray, "shutdown", lambda: None)  # a shutdown that returns: the watchdog never fires
-    shutdown_ray(kill_after=0.5, write=lines.append)
-    time.sleep(1.0)
-    assert quick.poll() is None and len(lines) == 1
-    quick.kill()
-    quick.wait()
+    done = subprocess.run([sys.executable, "-c", WATCHDOG_SCRIPT, case], capture_output=True, text=True, timeout=120,
+                          check=True)
+    lines = done.stdout.splitlines()
+    if case == "hangs":
+        assert lines[0] == "Ray did not shut down within 0.5 s: stopping its 1 processes"
+        assert lines[1].startswith("child stopped") and float(lines[1].split()[-1]) < 10
+    else:
+        assert len(lines) == 1 and lines[0].startswith("child running")

@@ -178,7 +178,7 @@ def shutdown_ray(kill_after: float | None, write=print) -> None:
         import psutil  # a dependency of Ray
 
         children = psutil.Process().children(recursive=True)
-        write(f"Ray did not shut down within {kill_after:.0f} s: stopping its {len(children)} processes")
+        write(f"Ray did not shut down within {kill_after:g} s: stopping its {len(children)} processes")
         for child in children:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
