@@ -159,17 +159,21 @@ def ray_cluster(config: Any, on_cpu: bool, write=print) -> Iterator[bool]:
         yield not joining
     finally:
         signal.signal(signal.SIGTERM, previous)
-        write("disconnecting from the Ray cluster ..." if joining else "shutting down Ray ...")
-        shutdown_ray(kill_after=SHUTDOWN_GRACE_S if not joining else None, write=write)
+        if joining:  # the cluster is someone else's: only this connection ends
+            write("disconnecting from the Ray cluster ...")
+            ray.shutdown()
+        else:
+            write("shutting down Ray ...")
+            shutdown_ray(kill_after=SHUTDOWN_GRACE_S, write=write)
 
 
 SHUTDOWN_GRACE_S = 60.0
 
 
-def shutdown_ray(kill_after: float | None, write=print) -> None:
-    """``ray.shutdown()``, bounded: for a cluster started here, a watchdog kills this process's children (the GCS,
-    the raylet and through it the workers) if the shutdown has not returned after ``kill_after`` seconds (a worker
-    stuck in start-up when Ctrl-C came), so an interrupted run neither hangs nor leaves Ray behind."""
+def shutdown_ray(kill_after: float, write=print) -> None:
+    """``ray.shutdown()`` of a cluster started here, bounded: a watchdog kills this process's children (the GCS, the
+    raylet and through it the workers) if the shutdown has not returned after ``kill_after`` seconds (a worker stuck
+    in start-up when Ctrl-C came), so an interrupted run neither hangs nor leaves Ray behind."""
     import threading
 
     import ray
@@ -183,15 +187,13 @@ def shutdown_ray(kill_after: float | None, write=print) -> None:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
 
-    watchdog = threading.Timer(kill_after, kill_children) if kill_after is not None else None
-    if watchdog is not None:
-        watchdog.daemon = True
-        watchdog.start()
+    watchdog = threading.Timer(kill_after, kill_children)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         ray.shutdown()
     finally:
-        if watchdog is not None:
-            watchdog.cancel()
+        watchdog.cancel()
 
 
 # ---------------------------------------------------------------------------------------------------- the run
