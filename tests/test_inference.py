@@ -5,15 +5,14 @@ against it alone)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from mars.inference import image_search_dirs, resolve_images
+from tests.scripts import script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +45,7 @@ def test_a_missing_image_names_the_question_and_where_it_looked(tmp_path, monkey
 def test_the_script_stops_before_loading_a_model_when_an_image_is_missing(tmp_path):
     questions = tmp_path / "q.json"
     questions.write_text(json.dumps([question("outputs/nothing/here.png")]))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = script_env(HF_HUB_OFFLINE="1")
     done = subprocess.run(["sh", str(ROOT / "evaluation/qwen_inference.sh"), "no-such-model", str(questions),
                            str(tmp_path / "r.json")], check=False, cwd=tmp_path, capture_output=True, text=True,
                           env=env, timeout=120)

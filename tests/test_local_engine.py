@@ -1,7 +1,6 @@
 """The local engine and the run loop end to end on the CPU, with the tiny model and synthetic data."""
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from mars.trainer.compose import compose_config
 from mars.trainer.dataset import BadDataError, load_samples
 from mars.trainer.engine import RolloutRequest, Sampling
 from mars.trainer.loop import run_training
+from tests.scripts import script_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -223,7 +223,7 @@ def test_merge_infer_and_evaluate(tiny_model_dir, ir_data_dir, tmp_path):
     """The README's loop after training: merge a checkpoint, answer test questions, score them."""
     result = run_training(tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, "trainer.total_training_steps=1"),
                           write=quiet)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "HF_HUB_OFFLINE": "1"}
+    env = script_env(HF_HUB_OFFLINE="1")
     merged = tmp_path / "merged"
     subprocess.run(["sh", "scripts/merge.sh", str(result.run_dir), str(merged)], cwd=ROOT, env=env, check=True,
                    capture_output=True)

@@ -24,9 +24,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.scripts import script_env
+
 REPO = Path(__file__).resolve().parents[1]
-# the scripts call `python`: this interpreter's, also when the tests run without the virtual environment activated
-SCRIPT_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+SCRIPT_ENV = script_env()
 
 SHORT = [
     "trainer.engine=verl",
