@@ -20,10 +20,12 @@ import torch
 from mars.data.synth.build import synthesize
 from mars.engines.local import LocalEngine
 from mars.models.tiny import build_tiny_model
-from mars.trainer.compose import compose_config
-from mars.trainer.dataset import PromptSampler, load_samples
-from mars.trainer.loop import step_seed
-from mars.trainer.step import StepSettings, train_step
+from mars.config.compose import compose_config
+from mars.data.samples import load_samples
+from mars.training.prompts import PromptSampler
+from mars.engines.local.run import step_seed
+from mars.training.settings import StepSettings
+from mars.training.step import train_step
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ commands:
   mars data synth|convert|check ...                build, convert and validate multi-source datasets
   mars model tiny --out DIR                        build the tiny random-init model (no download)
   mars eval RESULTS.json grounding|vqa THRESHOLD   score inference results (same as evaluation/eval_qwen.sh)
+  mars eval sources MODEL QUESTIONS [OPTIONS]      accuracy fused and per source (evaluation/eval_sources.sh)
 
 mars COMMAND --help describes each.
 """
@@ -17,11 +18,15 @@ import sys
 
 # subcommand -> module with a `main(argv) -> int`; imported lazily so `mars eval` never pays for torch or verl
 COMMANDS = {
-    "train": "mars.trainer.cli",
+    "train": "mars.train_cli",
     "compare": "mars.compare.cli",
     "data": "mars.data.cli",
     "model": "mars.models.cli",
     "eval": "mars.evaluation.cli",
+}
+# two-word commands, looked up before the one-word ones
+SUBCOMMANDS = {
+    ("eval", "sources"): "mars.per_source",
 }
 
 
@@ -30,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         return 0
+    if tuple(argv[:2]) in SUBCOMMANDS:
+        return importlib.import_module(SUBCOMMANDS[tuple(argv[:2])]).main(argv[2:])
     if argv[0] not in COMMANDS:
         print(__doc__.strip(), file=sys.stderr)
         print(f"\nmars: unknown command {argv[0]!r}", file=sys.stderr)

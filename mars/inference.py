@@ -79,38 +79,51 @@ def first_image_size(item: dict[str, Any]) -> list[int] | None:
     return None
 
 
-def generate_hf(model_path: str, items: list[dict], batch_size: int, max_new_tokens: int) -> list[str]:
-    from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessorList
+class HFGenerator:
+    """A Hugging Face model loaded once; ``generate`` answers many prompts in ONE batched greedy ``generate`` call
+    (left-padded; each distinct image of the call decoded and processed once)."""
 
-    from mars.engines.local.generation import BanTokens, cut_at_eos, eos_token_ids, vision_token_ids
-    from mars.processing import ImageCache, MultimodalEncoder, collate
-    from mars.trainer.progress import Progress, quiet_library_bars
+    def __init__(self, model_path: str):
+        from transformers import AutoModelForImageTextToText, AutoProcessor, LogitsProcessorList
+
+        from mars.hf.decoding import BanTokens, eos_token_ids, vision_token_ids
+        from mars.processing import MultimodalEncoder
+
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.processor = AutoProcessor.from_pretrained(model_path)
+        self.model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=self.dtype).to(self.device).eval()
+        self.tokenizer = self.processor.tokenizer
+        self.encoder = MultimodalEncoder(self.processor)
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.eos_ids = eos_token_ids(self.model, self.tokenizer)
+        self.ban = LogitsProcessorList([BanTokens(vision_token_ids(self.tokenizer))])
+
+    def generate(self, prompts: list[list[dict[str, Any]]], max_new_tokens: int) -> list[str]:
+        from mars.hf.decoding import cut_at_eos
+        from mars.processing import ImageCache, collate
+
+        inputs = self.encoder.encode(prompts, ImageCache(self.processor.image_processor))
+        batch = {k: v.to(self.device) for k, v in collate(inputs, self.pad_id, "left").items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.dtype)
+        with torch.no_grad():
+            out = self.model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=self.pad_id,
+                                      eos_token_id=sorted(self.eos_ids), logits_processor=self.ban)
+        responses, _ = cut_at_eos(out[:, batch["input_ids"].shape[1] :].cpu(), self.eos_ids)
+        return self.tokenizer.batch_decode(responses, skip_special_tokens=True)
+
+
+def generate_hf(model_path: str, items: list[dict], batch_size: int, max_new_tokens: int) -> list[str]:
+    from mars.training.progress import Progress, quiet_library_bars
 
     quiet_library_bars()
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    processor = AutoProcessor.from_pretrained(model_path)
-    model = AutoModelForImageTextToText.from_pretrained(model_path, dtype=dtype).to(device).eval()
-    tokenizer = processor.tokenizer
-    encoder = MultimodalEncoder(processor)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    eos_ids = eos_token_ids(model, tokenizer)
-    ban = LogitsProcessorList([BanTokens(vision_token_ids(tokenizer))])
+    generator = HFGenerator(model_path)
     texts: list[str] = []
     starts = range(0, len(items), batch_size)
     bar = Progress(len(starts), "inference (batches)")  # plain lines when the output is a log file
     for start in starts:
-        chunk = items[start : start + batch_size]
-        inputs = encoder.encode([to_messages(i) for i in chunk], ImageCache(processor.image_processor))
-        batch = {k: v.to(device) for k, v in collate(inputs, pad_id, "left").items()}
-        if "pixel_values" in batch:
-            batch["pixel_values"] = batch["pixel_values"].to(dtype)
-        with torch.no_grad():
-            out = model.generate(**batch, do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=pad_id,
-                                 eos_token_id=sorted(eos_ids), logits_processor=ban)
-        responses, _ = cut_at_eos(out[:, batch["input_ids"].shape[1] :].cpu(), eos_ids)
-        texts += tokenizer.batch_decode(responses, skip_special_tokens=True)
+        texts += generator.generate([to_messages(i) for i in items[start : start + batch_size]], max_new_tokens)
         bar.update()
     bar.close()
     return texts

@@ -13,9 +13,9 @@ CONFIG_NAME = "verl_grpo"  # in mars/config (the package mars.config)
 
 @hydra.main(config_path="config", config_name=CONFIG_NAME, version_base=None)
 def main(config) -> None:
-    from mars.engines.verl.launch import run
+    from mars.engines.verl.launch import run_entry_point
 
-    run(config)
+    run_entry_point(config)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mars.trainer.checkpoint import ENGINE_STATE, latest_checkpoint, load_checkpoint
+from mars.training.checkpoint import ENGINE_STATE, latest_checkpoint, load_checkpoint
 
 
 def find_local_checkpoint(directory: Path) -> Path | None:
@@ -44,9 +44,9 @@ def merge_local(checkpoint: Path, target: Path) -> Path:
     model = AutoModelForImageTextToText.from_pretrained(base)
     engine_state, trainer_state = load_checkpoint(checkpoint)
     if int(cfg.actor_rollout_ref.model.get("lora_rank", 0) or 0) > 0:
-        from mars.engines.local.engine import LocalEngine
+        from mars.hf.lora import wrap_lora
 
-        model = LocalEngine._wrap_lora(model, cfg.actor_rollout_ref.model)
+        model = wrap_lora(model, cfg.actor_rollout_ref.model)
         model.load_state_dict(engine_state["model"])
         model = model.merge_and_unload()
     else:

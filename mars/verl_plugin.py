@@ -6,8 +6,9 @@ MARS adds to verl exists wherever verl runs, with no import order to remember:
   - the ``hf`` rollout backend (verl's rollout replica registry and rollout class table);
   - the ``cpu`` platform (verl's platform registry), and its shims in processes that run on it;
   - the workarounds for two verl 0.9.1 faults that hit every device (``mars.engines.verl.verl_fixes``).
-verl swallows a failing plugin at debug level; the trainer therefore calls ``register()`` again itself, which is
-idempotent and raises.
+verl swallows a failing plugin at debug level: a step that then finds no ``mars`` estimator says so, naming the
+install. Ray workers on nodes without the entry point import this module through ``VERL_USE_EXTERNAL_MODULES``
+(``mars.engines.verl.launch``), which raises on failure.
 """
 
 from mars.advantage.verl_estimator import register

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from mars.cli import main as mars_main
-from mars.trainer.cli import main as train_main
-from mars.trainer.compose import ConfigError, compose_config
+from mars.train_cli import main as train_main
+from mars.config.compose import ConfigError, compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_the_mars_settings_first_or_alone(capsys):
 
 
 def test_plot_marks_measured_validation_and_keeps_equal_series_visible():
-    from mars.trainer.plots import draw_run
+    from mars.training.plots import draw_run
 
     history = [{"step": 0, "val/reward": 0.2}]
     for step in range(1, 21):
@@ -88,7 +88,7 @@ def test_plot_marks_measured_validation_and_keeps_equal_series_visible():
 
 
 def test_progress_off_a_terminal_is_plain_lines(monkeypatch):
-    from mars.trainer import progress
+    from mars.training import progress
 
     monkeypatch.setattr(progress, "interactive", lambda: False)
     lines = []

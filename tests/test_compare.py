@@ -129,8 +129,8 @@ def test_changed_settings_stop_with_the_way_out(tiny_model_dir, ir_data_dir, tmp
 
 
 def test_the_end_of_a_run_says_what_the_anchors_changed():
-    from mars.trainer.plots import draw_run
-    from mars.trainer.tracking import anchor_signal_line
+    from mars.training.plots import draw_run
+    from mars.training.tracking import anchor_signal_line
 
     steps = [{"step": s, "critic/score/mean": 1.0, "mars/anchor_reward": 0.8, "mars/information_gain": 0.2,
               "mars/signal_mars_only": 0.25 if s % 2 else 0.0} for s in range(1, 5)]
@@ -147,8 +147,8 @@ def test_the_end_of_a_run_says_what_the_anchors_changed():
 def test_the_embedded_configs_differ_from_the_default_only_where_they_say():
     """``embedded`` is ir_presence (the anchors matter); ``embedded_presence`` is the setting docs/compare.md measured
     (a longer warm start and run); ``embedded_grounding`` the box task."""
-    from mars.trainer.compose import compose_config, config_keys
-    from mars.trainer.run_dir import config_differences
+    from mars.config.compose import compose_config, config_keys
+    from mars.training.run_dir import config_differences
     from omegaconf import OmegaConf
 
     def differences(name):

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from mars.advantage.reference import mars_advantage_loop
-from mars.trainer.engine import PolicyBatch, RolloutRequest, Sampling
+from mars.training.interface import PolicyBatch, RolloutRequest, Sampling
 
 from tests.test_local_engine import tiny_cfg
 
 
 def _rollouts(cfg, engine):
-    from mars.trainer.dataset import load_samples
+    from mars.data.samples import load_samples
 
     samples = load_samples(cfg.data.val_files, "error")[:3]
     sampling = Sampling(do_sample=True, temperature=1.0, top_p=1.0)
@@ -77,8 +77,9 @@ def test_same_rollouts_give_the_same_advantages_and_policy_loss(tiny_model_dir, 
     from verl.workers.utils.losses import ppo_loss
 
     from mars.engines.local import LocalEngine
-    from mars.trainer.engine import RolloutBatch
-    from mars.trainer.step import StepSettings, compute_advantages
+    from mars.training.interface import RolloutBatch
+    from mars.training.settings import StepSettings
+    from mars.training.step import compute_advantages
 
     cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, f"actor_rollout_ref.actor.loss_agg_mode={loss_agg_mode}",
                    "actor_rollout_ref.actor.use_kl_loss=false", f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={micro}",

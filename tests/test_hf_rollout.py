@@ -15,7 +15,7 @@ pytest.importorskip("verl")
 from mars.engines.verl.hf_rollout.server import HFRolloutServer, prompt_inputs  # noqa: E402
 from mars.processing import MultimodalEncoder  # noqa: E402
 from mars.processing.images import decode_image  # noqa: E402
-from mars.trainer.dataset import load_samples  # noqa: E402
+from mars.data.samples import load_samples  # noqa: E402
 
 GREEDY = {"temperature": 0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": False}
 SAMPLED = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "repetition_penalty": 1.0, "logprobs": False}
@@ -98,8 +98,8 @@ def test_greedy_rows_do_not_depend_on_their_batch(server, requests):
 
 def test_the_server_decodes_as_the_local_engine(server, requests):
     """One decoding code path: the local engine's Decoder on the same model and prompt gives the same tokens."""
-    from mars.engines.local.generation import Decoder
-    from mars.trainer.engine import Sampling
+    from mars.hf.decoding import Decoder
+    from mars.training.interface import Sampling
 
     ids, images, inputs = requests[2]
     served = serve(server, [(ids, images, GREEDY)])[0].token_ids

@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from mars.engines.local.generation import BanTokens, SampleRows, nucleus_threshold
-from mars.trainer.compose import compose_config
-from mars.trainer.dataset import BadDataError, load_samples
-from mars.trainer.engine import RolloutRequest, Sampling
-from mars.trainer.loop import run_training
+from mars.hf.decoding import BanTokens, SampleRows, nucleus_threshold
+from mars.config.compose import compose_config
+from mars.data.samples import BadDataError, load_samples
+from mars.training.interface import RolloutRequest, Sampling
+from mars.engines import run_training
 from tests.scripts import script_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def _weights(model_dir):
 
 
 def test_interrupted_run_resumes_to_identical_parameters(tiny_model_dir, ir_data_dir, tmp_path, monkeypatch):
-    import mars.trainer.loop as loop
+    import mars.engines.local.run as loop
 
     full = run_training(tiny_cfg(tmp_path / "full", tiny_model_dir, ir_data_dir, "trainer.total_training_steps=4"),
                         write=quiet)
@@ -184,7 +184,7 @@ def test_interrupted_run_resumes_to_identical_parameters(tiny_model_dir, ir_data
 
 
 def test_crash_while_saving_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from mars.trainer import checkpoint
+    from mars.training import checkpoint
 
     checkpoint.save_checkpoint(tmp_path, 2, {"w": torch.ones(2)}, {"step": 2})
 
@@ -270,7 +270,8 @@ def test_response_log_probs_equal_a_full_forward_per_row(tiny_model_dir, ir_data
     per row (answers of different lengths, so padding and the kept positions differ per row)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mars.engines.local.engine import LocalPayload, autocast_for, response_log_probs
+    from mars.hf.device import autocast_for
+    from mars.hf.log_probs import response_log_probs
     from mars.processing import ImageCache, MultimodalEncoder
 
     processor = AutoProcessor.from_pretrained(tiny_model_dir)
@@ -282,7 +283,7 @@ def test_response_log_probs_equal_a_full_forward_per_row(tiny_model_dir, ir_data
     width = max(len(a) for a in answers)
     cpu = torch.device("cpu")
     with torch.no_grad():
-        batched, _ = response_log_probs(model, LocalPayload(prompts, answers), np.arange(4), width, cpu, 0, 1.0,
+        batched, _ = response_log_probs(model, prompts, answers, np.arange(4), width, cpu, 0, 1.0,
                                         lambda: autocast_for(cpu))
         for b, (p, a) in enumerate(zip(prompts, answers)):
             ids = torch.cat([p.input_ids[0], a]).unsqueeze(0)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from mars.trainer.compose import compose_config
-from mars.trainer.run_dir import RunDirConflict, prepare_run_dir, record_result
+from mars.config.compose import compose_config
+from mars.training.run_dir import RunDirConflict, prepare_run_dir, record_result
 
 
 def cfg_in(run_dir, *overrides):
@@ -55,7 +55,7 @@ def test_a_complete_run_is_reported_not_rewritten(tmp_path):
 
 
 def test_resume_mode_disable_starts_over_and_keeps_foreign_files(tmp_path):
-    from mars.trainer.checkpoint import save_checkpoint
+    from mars.training.checkpoint import save_checkpoint
 
     prepare_run_dir(cfg_in(tmp_path), write=lambda s: None)
     save_checkpoint(tmp_path, 10, {"w": torch.ones(1)}, {"step": 10})
@@ -79,8 +79,8 @@ def test_engine_keys_ignored(tmp_path):
 def test_mars_train_twice_trains_once(tiny_model_dir, ir_data_dir, tmp_path, capsys):
     """The re-run of a finished run prints its result and rewrites nothing; other settings exit 2."""
     from tests.test_local_engine import tiny_cfg
-    from mars.trainer.cli import main
-    from mars.trainer.loop import run_training
+    from mars.train_cli import main
+    from mars.engines import run_training
 
     cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, "trainer.total_training_steps=1",
                    "mars.sft_warmup.steps=0")

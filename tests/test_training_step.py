@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from mars.trainer.compose import compose_config
-from mars.trainer.dataset import PromptSample
-from mars.trainer.engine import RolloutBatch, Sampling
-from mars.trainer.requests import build_requests
-from mars.trainer.rewards import overlong_penalty, score_rows
-from mars.trainer.step import StepSettings, TooManyGenerationBatches, train_step
+from mars.config.compose import compose_config
+from mars.data.samples import PromptSample
+from mars.training.interface import RolloutBatch, Sampling
+from mars.training.requests import build_requests
+from mars.training.scoring import overlong_penalty, score_rows
+from mars.training.settings import AnchorSettings, StepSettings
+from mars.training.step import TooManyGenerationBatches, train_step
 
 
 class ListPayload:
@@ -140,7 +141,7 @@ def test_score_rows_never_lets_a_reward_crash_the_run():
         raise RuntimeError("boom")
 
     cfg = compose_config("mars_trainer")
-    rows = FakeEngine(None).generate(build_requests([prompt(0)], "t", 2, Sampling(), cfg.mars), 4)
+    rows = FakeEngine(None).generate(build_requests([prompt(0)], "t", 2, Sampling(), AnchorSettings.from_config(cfg)), 4)
     score_rows(rows, bad_reward)
     assert (rows.rewards == 0).all() and (rows.reward_extras["reward_error"] == 1).all()
     score_rows(rows, lambda **kw: float("nan"))
@@ -173,7 +174,7 @@ def test_equal_rewards_of_rollouts_and_anchors_give_exactly_zero_advantage():
 def test_a_nan_reward_from_the_engine_scores_zero_and_is_counted(caplog):
     # verl's reward loop hands a NaN through; the step applies the local engine's rule to every engine
     engine = FakeEngine(lambda i, src, gid: float("nan") if (i, src) == (1, "visible") else float(i))
-    with caplog.at_level("WARNING", logger="mars.trainer.rewards"):
+    with caplog.at_level("WARNING", logger="mars.training.scoring"):
         metrics = train_step(engine, feeder(range(10)), 1, settings())
     assert "not finite" in caplog.text
     assert metrics["mars/anchor_reward/visible"] == pytest.approx(0.0)  # prompt 0's 0.0 and prompt 1's NaN -> 0
@@ -182,7 +183,7 @@ def test_a_nan_reward_from_the_engine_scores_zero_and_is_counted(caplog):
 
 
 def test_prompt_sampler_stops_after_total_epochs_of_batches():
-    from mars.trainer.dataset import DataExhausted, PromptSampler
+    from mars.training.prompts import DataExhausted, PromptSampler
 
     sampler = PromptSampler([prompt(i) for i in range(5)], batch_size=2, seed=0, max_epochs=2)  # 2 batches an epoch
     drawn = [sorted(s.index for s in sampler.next_batch()) for _ in range(4)]

@@ -16,7 +16,7 @@ pytest.importorskip("verl")
 
 from mars.engines.verl.checks import VerlConfigError, check_verl_config  # noqa: E402
 from mars.engines.verl.device_settings import RolloutBackendError, apply_device_settings  # noqa: E402
-from mars.trainer.compose import compose_config  # noqa: E402
+from mars.config.compose import compose_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from mars.data.schema import ROW_SCHEMA
 from mars.engines.verl.checks import check_data_files
-from mars.trainer.dataset import BadDataError
+from mars.data.samples import BadDataError
 
 
 def data_cfg(directory):

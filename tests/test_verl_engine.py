@@ -350,9 +350,11 @@ def compose(tokenizer_dir, data_dir, out_dir, preset="grpo", *extra):
         "++mars.expected_num_images=2",
         *extra,
     ]
+    from mars.config.compose import finalize_config
+
     config_name = "verl_dapo" if preset == "dapo" else "verl_grpo"
-    with initialize_config_module(config_module="mars.config", version_base=None):
-        return hydra_compose(config_name=config_name, overrides=overrides)
+    with initialize_config_module(config_module="mars.config", version_base=None):  # as the entry points compose
+        return finalize_config(hydra_compose(config_name=config_name, overrides=overrides))
 
 
 def build_trainer(cfg, tokenizer_dir):
@@ -467,7 +469,7 @@ def test_grpo_fit_validates_trains_checkpoints_and_resumes(tokenizer_dir, depth_
     batch_ends = []
     trainer.train_dataset.on_batch_end = lambda batch: batch_ends.append(list(batch.non_tensor_batch["uid"]))
     logged = []
-    from mars.trainer.tracking import MetricsLog
+    from mars.training.tracking import MetricsLog
 
     original_log = MetricsLog.log
 
@@ -476,7 +478,7 @@ def test_grpo_fit_validates_trains_checkpoints_and_resumes(tokenizer_dir, depth_
         return original_log(self, metrics, step, *args, **kwargs)
 
     monkeypatch.setattr(MetricsLog, "log", record)
-    monkeypatch.setattr("mars.engines.verl.trainer.VerlEngine", recording_engine_class())
+    monkeypatch.setattr("mars.engines.verl.ray_trainer.VerlEngine", recording_engine_class())
     trainer.fit()
 
     calls = trainer.async_rollout_manager.calls
@@ -536,8 +538,9 @@ def test_dapo_step_filters_concatenates_and_keeps_anchors_attached(tokenizer_dir
     """DAPO+MARS through train_step on the verl engine: verl's DAPO reward manager scores (overlong buffer on), the
     anchor-aware filter drops the degenerate group p1 of each generation batch, a second batch is generated and
     concatenated, rows are balanced across 4 ranks; every trained row still carries its own group's advantage."""
-    from mars.engines.verl.trainer import PromptStream
-    from mars.trainer.step import StepSettings, train_step
+    from mars.engines.verl.ray_trainer import verl_prompt_stream
+    from mars.training.settings import StepSettings
+    from mars.training.step import train_step
 
     ANSWERED.clear()
     cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo",
@@ -548,7 +551,7 @@ def test_dapo_step_filters_concatenates_and_keeps_anchors_attached(tokenizer_dir
     trainer = build_trainer(cfg, tokenizer_dir)
     trainer.global_steps = 1
     engine = trainer.engine = recording_engine_class()(trainer)
-    prompts = PromptStream(trainer.train_dataloader, expected_images=2)
+    prompts = verl_prompt_stream(trainer.train_dataloader, expected_images=2)
     metrics = train_step(engine, prompts, 1, StepSettings.from_config(cfg))
 
     calls = trainer.async_rollout_manager.calls
@@ -585,14 +588,15 @@ def test_dapo_overlong_shaping_reaches_every_row(tokenizer_dir, depth_data, tmp_
 def generate_and_score_one_batch(trainer, cfg):
     """The step's first two phases on the verl engine for the first batch: its requests and their scored rows."""
     from mars.engines.verl import VerlEngine
-    from mars.engines.verl.trainer import PromptStream
-    from mars.trainer.requests import build_requests
-    from mars.trainer.step import StepSettings
+    from mars.engines.verl.ray_trainer import verl_prompt_stream
+    from mars.training.requests import build_requests
+    from mars.training.settings import StepSettings
 
     trainer.global_steps = 1
     engine = VerlEngine(trainer)
     settings = StepSettings.from_config(cfg)
-    requests = build_requests(PromptStream(trainer.train_dataloader)(), "s1g0", N_ROLLOUTS, settings.sampling, cfg.mars)
+    requests = build_requests(verl_prompt_stream(trainer.train_dataloader)(), "s1g0", N_ROLLOUTS, settings.sampling,
+                              settings.anchors)
     rows = engine.generate(requests, settings.max_response_length)
     engine.score(rows)
     return requests, rows
@@ -600,7 +604,7 @@ def generate_and_score_one_batch(trainer, cfg):
 
 def test_engine_refuses_what_verl_cannot_serve(tokenizer_dir, depth_data, tmp_path):
     from mars.engines.verl import VerlEngine
-    from mars.trainer.engine import RolloutRequest, Sampling
+    from mars.training.interface import RolloutRequest, Sampling
 
     cfg = compose(tokenizer_dir, depth_data, tmp_path / "run")
     trainer = build_trainer(cfg, tokenizer_dir)
@@ -621,12 +625,12 @@ def test_both_engines_score_with_the_same_default_reward_and_overlong_buffer(tok
     """No reward path and the DAPO preset's 4096-token buffer with a 24-token limit: verl's reward loop (naive
     fallback: verl's default_compute_score raises for MARS data; DAPO manager: asserts the buffer fits) scores
     every row exactly as the local engine's score_rows does, with MARS's reward and a buffer of half the limit."""
-    from mars.trainer.rewards import load_reward_fn, score_rows
+    from mars.training.scoring import load_reward_fn, score_rows
 
     ANSWERED.clear()
     overrides = ("reward.custom_reward_function.path=null", "reward.reward_kwargs.overlong_buffer_cfg.len=4096",
                  "data.max_response_length=24")
-    with caplog.at_level("WARNING", logger="mars.trainer.rewards"):
+    with caplog.at_level("WARNING", logger="mars.training.scoring"):
         cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "dapo", *overrides)
         trainer = build_trainer(cfg, tokenizer_dir)
     assert "overlong_buffer_cfg.len=4096 is longer than data.max_response_length=24: using 12" in caplog.text
@@ -687,7 +691,7 @@ def test_a_variant_longer_than_the_rollout_prompt_length_stops_the_run_before_tr
                                                                                       tmp_path):
     """The synthetic prompts need 36 image tokens plus their text: with a 40-token prompt_length verl's agent loop
     would refuse them mid-step; the trainer refuses the data when it is built, naming the row and the fix."""
-    from mars.trainer.dataset import BadDataError
+    from mars.data.samples import BadDataError
 
     cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "grpo", "data.max_prompt_length=40")
     with pytest.raises(BadDataError, match=r"train.parquet row 0: the multi-source prompt has \d+ tokens \(36 image "
@@ -698,8 +702,9 @@ def test_a_variant_longer_than_the_rollout_prompt_length_stops_the_run_before_tr
 def test_a_nan_reward_scores_zero_on_the_verl_engine_too(tokenizer_dir, depth_data, tmp_path):
     """verl's reward loop passes a NaN from the reward function through; the step scores it 0 and counts it, as the
     local engine's score_rows does, instead of stopping in the advantage."""
-    from mars.engines.verl.trainer import PromptStream
-    from mars.trainer.step import StepSettings, train_step
+    from mars.engines.verl.ray_trainer import verl_prompt_stream
+    from mars.training.settings import StepSettings
+    from mars.training.step import train_step
 
     reward_file = tmp_path / "nan_reward.py"
     reward_file.write_text("def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):\n"
@@ -710,6 +715,6 @@ def test_a_nan_reward_scores_zero_on_the_verl_engine_too(tokenizer_dir, depth_da
     trainer = build_trainer(cfg, tokenizer_dir)
     trainer.global_steps = 1
     engine = trainer.engine = recording_engine_class()(trainer)
-    metrics = train_step(engine, PromptStream(trainer.train_dataloader), 1, StepSettings.from_config(cfg))
+    metrics = train_step(engine, verl_prompt_stream(trainer.train_dataloader), 1, StepSettings.from_config(cfg))
     assert metrics["mars/anchor_reward/rgb"] == 0.0 and metrics["mars/anchor_reward/depth"] == 1.0
     assert torch.isfinite(trainer.actor_rollout_wg.updates[-1]["advantages"]).all()

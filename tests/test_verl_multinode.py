@@ -26,7 +26,7 @@ DRIVER = r"""
 import json, os, sys
 import ray
 from mars.engines.verl.launch import ray_init_kwargs
-from mars.trainer.compose import compose_config
+from mars.config.compose import compose_config
 
 config = compose_config("embedded", ["trainer.engine=verl"])
 kwargs = ray_init_kwargs(config, on_cpu=False, joining=True)

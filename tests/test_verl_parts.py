@@ -16,8 +16,9 @@ from mars.engines.verl.checks import VerlConfigError, check_verl_config  # noqa:
 from mars.engines.verl.generation import DO_SAMPLE_KEY, generation_batch  # noqa: E402
 from mars.engines.verl.payload import VerlPayload  # noqa: E402
 from mars.engines.verl.samples import check_image_counts, expected_num_images, samples_from_batch  # noqa: E402
-from mars.trainer.engine import RolloutRequest, Sampling  # noqa: E402
-from mars.trainer.requests import build_requests  # noqa: E402
+from mars.training.interface import RolloutRequest, Sampling  # noqa: E402
+from mars.training.requests import build_requests  # noqa: E402
+from mars.training.settings import AnchorSettings  # noqa: E402
 
 
 def compose(config_name: str, *overrides: str):
@@ -56,7 +57,7 @@ def collated_batch(n_images=(2, 2), sources=True):
 def test_entry_point_config_is_the_local_config_with_the_switch_turned(verl_cfg):
     from omegaconf import OmegaConf
 
-    from mars.trainer.compose import compose_config
+    from mars.config.compose import compose_config
 
     check_verl_config(verl_cfg)
     assert verl_cfg.trainer.engine == "verl"
@@ -136,7 +137,8 @@ def test_unnamed_sources_are_an_error_with_the_fix():
 
 def test_generation_batch_is_one_request_with_greedy_anchor_rows(verl_cfg):
     samples = samples_from_batch(collated_batch())
-    requests = build_requests(samples, "s1g0", 3, Sampling(True, 1.0, 0.9), verl_cfg.mars, with_anchors=True)
+    requests = build_requests(samples, "s1g0", 3, Sampling(True, 1.0, 0.9), AnchorSettings.from_config(verl_cfg),
+                              with_anchors=True)
     batch = generation_batch(requests)
     n = len(requests)
     assert n == 2 * (3 + 2) and batch.batch is None
@@ -163,7 +165,8 @@ def test_rows_returned_out_of_request_order_are_caught_by_their_prompt_tokens(ve
     from mars.engines.verl.generation import check_prompts_follow_requests, join_request_fields
 
     samples = samples_from_batch(collated_batch())
-    requests = build_requests(samples, "s1g0", 3, Sampling(True, 1.0, 0.9), verl_cfg.mars, with_anchors=True)
+    requests = build_requests(samples, "s1g0", 3, Sampling(True, 1.0, 0.9), AnchorSettings.from_config(verl_cfg),
+                              with_anchors=True)
     generation = generation_batch(requests)
     # the agent loop's output: one prompt-token row per request (a stand-in tokenisation of its messages)
     tokens = {id(r.messages): 10 * (k + 1) for k, r in enumerate(requests)}
@@ -200,7 +203,7 @@ def test_payload_selects_and_concatenates_rows():
 
 def test_mars_train_hands_trainer_engine_verl_to_the_verl_launcher(monkeypatch):
     import mars.engines.verl.launch as launch
-    from mars.trainer.cli import main
+    from mars.train_cli import main
 
     seen = []
     monkeypatch.setattr(launch, "run", lambda cfg, write=print: seen.append(cfg))

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from mars.trainer import warm_start
-from mars.trainer.compose import compose_config
-from mars.trainer.warm_start import warm_started_model
+from mars.hf import warm_start
+from mars.config.compose import compose_config
+from mars.hf.warm_start import warm_started_model
 
 
 def cfg_for(tmp_path, model_dir, data_dir, *overrides):

@@ -80,6 +80,26 @@ def select_anchor_sources(sources: Sequence[str], anchor_sources: str | Iterable
     return [k for k, name in enumerate(sources) if name in wanted]
 
 
+def check_variant_mode(mode: str) -> str:
+    """``mode`` if it is one of ``VARIANT_MODES``; else a ValueError naming the valid ones."""
+    if mode not in VARIANT_MODES:
+        raise ValueError(f"unknown variant mode {mode!r}: choose one of {VARIANT_MODES}")
+    return mode
+
+
+def variant_image_tokens(tokens: Sequence[int], mode: VariantMode) -> list[int]:
+    """Image tokens of each source's variant, given each slot's own image tokens: what ``_show_only`` builds, counted.
+
+    ``duplicate`` shows source k in every slot (K times its tokens: longer than the prompt when k is the largest
+    image), ``blank`` keeps every slot's size, ``drop`` keeps source k's slot alone."""
+    check_variant_mode(mode)
+    if mode == "duplicate":
+        return [len(tokens) * t for t in tokens]
+    if mode == "blank":
+        return [sum(tokens)] * len(tokens)
+    return list(tokens)
+
+
 def build_mono_source_variants(
     messages: Sequence[dict[str, Any]],
     sources: Sequence[str] | None = None,
@@ -87,8 +107,7 @@ def build_mono_source_variants(
     anchor_sources: str | Iterable[str] | None = "all",
 ) -> list[MonoSourceVariant]:
     """One variant per anchor source; none for a prompt with fewer than two sources (nothing to anchor against)."""
-    if mode not in VARIANT_MODES:
-        raise ValueError(f"unknown variant mode {mode!r}: choose one of {VARIANT_MODES}")
+    check_variant_mode(mode)
     slots = image_slots(messages)
     if len(slots) < 2:
         return []

@@ -83,12 +83,12 @@ def select_arms(names: Sequence[str] | None, specs: Sequence[str] = ()) -> list[
 def anchors_per_prompt(samples: Sequence[Any], mars_cfg: Any) -> int:
     """K: anchors of a training prompt (the most common count, when samples have different numbers of sources)."""
     from mars.anchors import build_mono_source_variants
+    from mars.training.settings import AnchorSettings
 
-    sources = mars_cfg.anchor_sources
-    sources = sources if sources is None or isinstance(sources, str) else list(sources)
-    counts = Counter(len(build_mono_source_variants(s.messages, s.sources, str(mars_cfg.variant_mode), sources))
+    anchors = AnchorSettings.from_config(mars_cfg)
+    counts = Counter(len(build_mono_source_variants(s.messages, s.sources, anchors.variant_mode, anchors.sources))
                      for s in samples)
-    return counts.most_common(1)[0][0] * int(mars_cfg.anchor.n) if counts else 0
+    return counts.most_common(1)[0][0] * anchors.n if counts else 0
 
 
 def fill_placeholders(arm: Arm, n: int, k: int) -> Arm:

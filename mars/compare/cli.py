@@ -1,7 +1,8 @@
 """usage: mars compare [--out DIR] [--seeds 0,1,2,3,4] [--arms NAME,NAME] [--arm 'NAME: KEY=VALUE ...']
                     [--config-name NAME] [--quiet] [--report-only] [KEY=VALUE ...]
 
-Trains several estimator settings ("arms") over several seeds with the local engine, one run after the other, and
+Trains several estimator settings ("arms") over several seeds with the engine trainer.engine names (default the
+local one), one run after the other, and
 writes a comparison folder: summary.json, table.md (mean ± sd over seeds, generated tokens, wall time, MARS's
 diagnostics, paired differences) and curves.png. Every run has its own directory OUT/runs/ARM_sSEED; running the
 same command again skips complete runs and resumes interrupted ones, so a comparison can be stopped and continued.
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip())
         return 0
     from mars.compare.arms import select_arms
-    from mars.trainer.compose import ConfigError
+    from mars.config.compose import ConfigError
 
     try:
         opts = parse(argv)
@@ -78,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from mars.compare.runner import run_comparison
-    from mars.trainer.cli import quiet_third_party_warnings
-    from mars.trainer.dataset import BadDataError
-    from mars.trainer.run_dir import RunDirConflict
+    from mars.training.progress import quiet_third_party_warnings
+    from mars.data.samples import BadDataError
+    from mars.training.run_dir import RunDirConflict
 
     quiet_third_party_warnings()
     try:

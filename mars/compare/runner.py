@@ -1,7 +1,7 @@
 """Running a comparison: every arm x seed as its own training run, one after the other, resumably.
 
 Run ``ARM_sSEED`` lives in ``OUT/runs/ARM_sSEED/`` (its ``trainer.experiment_name`` and ``default_local_dir``), so
-``mars/trainer/run_dir.py`` guards each one: a complete run is reported and not rerun, an interrupted one resumes
+``mars/training/run_dir.py`` guards each one: a complete run is reported and not rerun, an interrupted one resumes
 from its checkpoint, and a folder that holds other settings stops the comparison (a new ``--out`` is the way out).
 Seeds go in the outer loop, so an interrupted comparison already has whole seeds to pair.
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mars.compare.arms import Arm, anchors_per_prompt, fill_placeholders, resolved_overrides
-from mars.trainer.checkpoint import write_text_atomic
+from mars.training.checkpoint import write_text_atomic
 
 RUNS = "runs.json"
 
@@ -28,9 +28,9 @@ def run_name(arm: Arm, seed: int) -> str:
 
 def resolve_arm(config_name: str, overrides: Sequence[str], arm: Arm, write=print) -> Arm:
     """The arm with n and K filled in (read from the config and data the arm trains on)."""
-    from mars.trainer.compose import compose_config
-    from mars.trainer.embedded import prepare_embedded
-    from mars.trainer.warm_start import training_samples
+    from mars.config.compose import compose_config
+    from mars.training.embedded import prepare_embedded
+    from mars.data.samples import training_samples
 
     base = compose_config(config_name, [*overrides, *resolved_overrides(arm)])
     prepare_embedded(base, write)  # K is read from the data, which the embedded default builds on first use
@@ -39,7 +39,7 @@ def resolve_arm(config_name: str, overrides: Sequence[str], arm: Arm, write=prin
 
 
 def run_config(config_name: str, overrides: Sequence[str], arm: Arm, seed: int, out_dir: Path):
-    from mars.trainer.compose import compose_config
+    from mars.config.compose import compose_config
 
     name = run_name(arm, seed)
     return compose_config(config_name, [*overrides, *arm.overrides, f"data.seed={seed}",
@@ -65,11 +65,11 @@ def run_comparison(
     """Train what is missing, then write the comparison folder (``summarize``); returns the summary.
     ``train=False``: only write the folder from the runs already complete (a comparison stopped early)."""
     from mars.compare.summary import write_comparison
-    from mars.trainer.embedded import prepare_embedded
-    from mars.trainer.loop import absolutize_paths, run_training
-    from mars.trainer.run_dir import read_result
-    from mars.trainer.step import TooManyGenerationBatches
-    from mars.trainer.warm_start import warm_started_model
+    from mars.training.embedded import prepare_embedded
+    from mars.engines import run_training
+    from mars.training.run_dir import absolutize_paths, read_result
+    from mars.training.step import TooManyGenerationBatches
+    from mars.hf.warm_start import warm_started_model
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -31,13 +31,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from mars.compare.arms import Arm
-from mars.trainer.checkpoint import write_text_atomic
+from mars.training.checkpoint import write_text_atomic
 
 ACCURACY_KEYS = ("val/accuracy", "val/iou")
 PAIRED_METRICS = ("val_reward_final", "val_reward_mean", "val_accuracy_final")
 DIAGNOSTICS = ("mars/signal_mars_only", "mars/signal_grpo_only", "mars/signal_groups", "mars/signal_groups_grpo",
                "mars/information_gain", "mars/anchor_reward", "mars/multi_source_reward")
-# DAPO's dynamic sampling (mars/trainer/step.py): generation batches per step, share of groups it kept
+# DAPO's dynamic sampling (mars/training/step.py): generation batches per step, share of groups it kept
 FILTER = ("mars/filter/gen_batches", "mars/filter/kept_share")
 
 

@@ -22,6 +22,7 @@ from typing import Any, Iterator, Optional
 import pyarrow.parquet as pq
 from PIL import Image
 
+from mars.anchors import variant_image_tokens
 from mars.data import convert, schema
 
 DEFAULT_MIN_PIXELS = 3136  # Qwen2.5-VL's processor limits (preprocessor_config.json of the 3B model)
@@ -268,17 +269,6 @@ def image_tokens(size: tuple[int, int], min_pixels: int, max_pixels: int, factor
     width, height = size
     resized_h, resized_w = smart_resize(height, width, factor, min_pixels, max_pixels)
     return (resized_h // factor) * (resized_w // factor) + 2
-
-
-def variant_image_tokens(tokens: list[int], mode: str) -> list[int]:
-    """Image tokens of each source's mono-source variant: ``duplicate`` shows source k in every slot (K times its
-    tokens: longer than the prompt when k is the largest image), ``blank`` keeps every slot's size, ``drop`` keeps
-    source k's slot alone."""
-    if mode == "duplicate":
-        return [len(tokens) * t for t in tokens]
-    if mode == "blank":
-        return [sum(tokens)] * len(tokens)
-    return list(tokens)
 
 
 def text_tokens(prompt: list, tokenizer: Any) -> int:
@@ -552,28 +542,4 @@ def _check_consistency(report: CheckReport) -> None:
             report.warning_examples.append(
                 f"rows with {count} images name their sources in {len(patterns)} different ways ({shown}): "
                 "use one naming (e.g. `mars data convert to-parquet --sources a,b`) unless the mix is intended"
-            )
-
-
-def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None) -> None:
-    """Before training: every training prompt and mono-source variant fits ``actor_rollout_ref.rollout.prompt_length``
-    (image headers only). Raises ``BadDataError`` naming the rows and the fix, like ``mars data check
-    --max-prompt-length``. The processor's image settings are used when given, else Qwen2.5-VL's."""
-    from mars.trainer.dataset import BadDataError
-
-    image_processor = getattr(processor, "image_processor", None)
-    size = getattr(image_processor, "size", None) or {}
-    min_pixels = int(getattr(image_processor, "min_pixels", None) or size.get("shortest_edge") or DEFAULT_MIN_PIXELS)
-    max_pixels = int(getattr(image_processor, "max_pixels", None) or size.get("longest_edge") or DEFAULT_MAX_PIXELS)
-    factor = int(getattr(image_processor, "patch_size", 14) or 14) * int(getattr(image_processor, "merge_size", 2) or 2)
-    limit = LengthLimit(int(cfg.actor_rollout_ref.rollout.prompt_length), str(cfg.mars.variant_mode), tokenizer, factor)
-    files = cfg.data.train_files
-    for path in [files] if isinstance(files, str) else list(files):
-        report = check_dataset(str(path), min_pixels=min_pixels, max_pixels=max_pixels, decode=False,
-                               length_limit=limit)
-        if report.errors.get(PROMPT_TOO_LONG):
-            too_long = [example for example in report.examples if "rollout.prompt_length=" in example]
-            raise BadDataError(
-                f"data.train_files: {report.errors[PROMPT_TOO_LONG]} row(s) of {path} have a prompt or mono-source "
-                f"variant longer than rollout.prompt_length={limit.max_prompt_length}:\n  " + "\n  ".join(too_long)
             )

@@ -14,9 +14,9 @@ CONFIG_NAME = "verl_dapo"  # in mars/config (the package mars.config)
 
 @hydra.main(config_path="pkg://mars.config", config_name=CONFIG_NAME, version_base=None)
 def main(config) -> None:
-    from mars.engines.verl.launch import run
+    from mars.engines.verl.launch import run_entry_point
 
-    run(config)
+    run_entry_point(config)
 
 
 if __name__ == "__main__":

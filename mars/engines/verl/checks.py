@@ -11,10 +11,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from mars.config.compose import ConfigError
 from mars.engines.verl.samples import expected_num_images
+from mars.training.settings import AnchorSettings
 
 
-class VerlConfigError(ValueError):
+class VerlConfigError(ConfigError):
     """A setting the MARS verl engine does not support; the message names the key and the fix."""
 
 
@@ -52,10 +54,8 @@ def check_verl_config(cfg: Any) -> None:
             f"actor_rollout_ref.rollout.response_length={rollout.response_length} differs from "
             f"data.max_response_length={cfg.data.max_response_length}: keep them equal"
         )
-    anchor = cfg.mars.anchor
-    if bool(anchor.do_sample) and (float(anchor.temperature), float(anchor.top_p)) != (
-        float(rollout.temperature), float(rollout.top_p)
-    ):
+    anchor = AnchorSettings.from_config(cfg).sampling
+    if anchor.do_sample and (anchor.temperature, anchor.top_p) != (float(rollout.temperature), float(rollout.top_p)):
         problems.append(
             "mars.anchor.do_sample=true with a temperature/top_p other than the rollout's: verl samples every row of "
             "one generation call alike; set mars.anchor.temperature/top_p to actor_rollout_ref.rollout's"
@@ -107,7 +107,7 @@ def check_data_files(cfg: Any) -> None:
     A bad row would otherwise surface as an assertion inside verl's dataset, deep in a run; this names the file,
     the row and the fix, like ``mars data check``."""
     from mars.data.check import check_dataset
-    from mars.trainer.dataset import BadDataError
+    from mars.data.samples import BadDataError
 
     for key in ("train_files", "val_files"):
         files = cfg.data.get(key)

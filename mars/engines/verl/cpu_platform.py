@@ -13,7 +13,7 @@ What else the CPU needs, and what ``activate()`` does in each process that runs 
   - verl registers its FSDP engine for ``cuda`` and ``npu`` only: it is registered for ``cpu`` too; the reference's
     CPU-offload policy pins memory (CUDA only): on the CPU it keeps its parameters where they are, unpinned.
 The settings the CPU needs in the config (fsdp2, sdpa, no remove-padding, the ``hf`` rollout) are the engine's job:
-``mars.engines.verl.cpu_settings``.
+``mars.engines.verl.device_settings``.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ import torch
 from verl import DataProto
 
 from mars.engines.verl.samples import REPLACED_FIELDS, VerlPromptSample
-from mars.trainer.engine import RolloutBatch, RolloutRequest
+from mars.training.interface import RolloutBatch, RolloutRequest
 
 DO_SAMPLE_KEY = "__do_sample__"  # verl's per-row greedy switch (experimental/agent_loop/agent_loop.py)
 ANCHOR_KEY = "mars_is_anchor"

@@ -1,14 +1,13 @@
 """Starting a MARS run on Ray: the device settings, the checks, the model, Ray, verl's ``run_ppo``, the summary.
 
     run(config)
-      1. the machine: the rollout backend, and on a CPU the settings verl needs (``device_settings``); MARS's checks;
-         the reward rules both engines follow
+      1. the machine: the rollout backend, and on a CPU the settings verl needs (``device_settings``); MARS's checks
       2. the run directory (one configuration: a conflict stops here), then the warm-started model
          (``mars.sft_warmup``; cached, shared with the local engine), the data files' check, verl's ``validate_config``
       3. Ray: a local cluster started here (always shut down: at the end, on an error, Ctrl-C or SIGTERM), or the
          cluster ``RAY_ADDRESS`` names, joined with MARS's code shipped to it
       4. verl's ``run_ppo`` with ``MarsTaskRunner``: worker groups, datasets, ``MarsRayPPOTrainer.fit``
-      5. the summary: validation before/after, ``training.png``, ``result.json``
+      5. the summary both engines print and write (``mars.training.summary``)
 
 verl's ``TaskRunner.run`` builds ``RayPPOTrainer`` by name, so ``MarsTaskRunner`` reuses its parent
 ``BaseTaskRunner``'s role and resource-pool set-up and builds ``MarsRayPPOTrainer`` instead.
@@ -37,10 +36,8 @@ class MarsTaskRunner(BaseTaskRunner):
         from verl.utils.dataset.rl_dataset import collate_fn
         from verl.workers.config import HFModelConfig
 
-        from mars.engines.verl.trainer import MarsRayPPOTrainer
-        from mars.verl_plugin import register_all
+        from mars.engines.verl.ray_trainer import MarsRayPPOTrainer
 
-        register_all()  # the plugin entry point does it on `import verl`; this raises if it failed
         OmegaConf.resolve(config)
         _, worker_group_cls = self.add_actor_rollout_worker(config)
         self.add_critic_worker(config)
@@ -200,21 +197,18 @@ def shutdown_ray(kill_after: float, write=print) -> None:
 
 
 def prepare_config(config: Any, write=print) -> bool:
-    """Step 1 of ``run``: the machine's settings and MARS's checks, the absolute paths Ray's workers need and the
-    reward rules both engines follow, all in ``config`` (so ``config.yaml`` records what runs). Returns whether the
-    run is on the CPU."""
+    """Step 1 of ``run``: the machine's settings and MARS's checks, and the absolute paths Ray's workers need, all in
+    ``config`` (so ``config.yaml`` records what runs). Returns whether the run is on the CPU."""
     from omegaconf import open_dict
 
     from mars.engines.verl.device_settings import apply_device_settings
-    from mars.trainer.loop import absolutize_paths
-    from mars.trainer.rewards import resolve_reward_config
+    from mars.training.run_dir import absolutize_paths
 
     with open_dict(config):
         on_cpu = apply_device_settings(config, write)  # first: a backend that cannot run here stops at once
         check_verl_config(config)
         absolutize_paths(config)  # Ray workers do not share the driver's working directory
         config.trainer.default_local_dir = os.path.abspath(str(config.trainer.default_local_dir))
-        resolve_reward_config(config)
     if not on_cpu:
         from verl.utils.device import auto_set_device
 
@@ -222,45 +216,42 @@ def prepare_config(config: Any, write=print) -> bool:
     return on_cpu
 
 
-def run(config: Any, write=print) -> None:
-    """Train on Ray (see the module docstring)."""
+def run(config: Any, write=print):
+    """Train on Ray (see the module docstring); returns the run's ``mars.training.summary.RunResult``."""
     import ray
     from omegaconf import open_dict
     from verl.trainer.main_ppo import run_ppo
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    from mars.trainer.run_dir import prepare_run_dir
-    from mars.trainer.warm_start import warm_started_model
+    from mars.hf.warm_start import warm_started_model
+    from mars.training.run_dir import prepare_run_dir
+    from mars.training.summary import result_of, summarize_run
 
     on_cpu = prepare_config(config, write)
     run_dir = prepare_run_dir(config, write)  # before any training: another run's directory stops here
     if run_dir.status == "complete":
-        return
+        return result_of(run_dir.path, run_dir.result)
     with open_dict(config):  # the folder's config.yaml names the base model; the warm start is derived from it
         config.actor_rollout_ref.model.path = warm_started_model(config, write)
     check_data_files(config)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     with ray_cluster(config, on_cpu, write):
         run_ppo(config, task_runner_class=ray.remote(MarsTaskRunner))
-    summarize(config, write)
+    return summarize_run(config, run_dir.path, write=write, engine="verl")
 
 
-def summarize(config: Any, write=print) -> None:
-    """What the local engine prints at the end, from the run directory: validation before and after, the plot."""
-    from mars.trainer.plots import plot_run
-    from mars.trainer.run_dir import record_result
-    from mars.trainer.tracking import read_history
+def run_entry_point(config: Any) -> None:
+    """``python -m mars.main_ppo`` / ``python -m recipe.dapo.main_dapo``: the config Hydra composed goes through what
+    ``mars train``'s composition does (``finalize_config``), then ``run``; a refused setting is one message, exit 2."""
+    import sys
 
-    run_dir = Path(config.trainer.default_local_dir)
-    history = read_history(run_dir)  # not a MetricsLog: that would start the run's wandb/tensorboard loggers again
-    val = [(h["step"], h["val/reward"]) for h in history if "val/reward" in h]
-    steps = max((h["step"] for h in history), default=0)
-    plot = plot_run(history, run_dir / "training.png") if config.mars.get("plots", True) and history else None
-    before = next((v for s, v in val if s == 0), None)
-    after = val[-1][1] if val and val[-1][0] > 0 else None
-    if before is not None and after is not None:
-        write(f"validation reward: {before:.3f} before training -> {after:.3f} after {steps} steps")
-    write(f"run folder {run_dir}: metrics.jsonl, checkpoints global_step_N/" + (f", plots in {plot}" if plot else ""))
-    record_result(run_dir, {"step": steps, "val_before": before, "val_after": after, "engine": "verl",
-                            "checkpoint": str(run_dir / f"global_step_{steps}")})
+    from mars.config.compose import ConfigError, finalize_config
+    from mars.data.samples import BadDataError
+    from mars.training.run_dir import RunDirConflict
+
+    try:
+        run(finalize_config(config))
+    except (ConfigError, BadDataError, RunDirConflict) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -15,7 +15,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from mars.trainer.dataset import PromptSample
+from mars.data.samples import PromptSample
 
 # Row fields that the verl engine replaces per request (the variant's messages, the group id).
 REPLACED_FIELDS = ("raw_prompt", "prompt", "uid")

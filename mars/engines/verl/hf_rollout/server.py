@@ -54,7 +54,7 @@ def prompt_inputs(prompt_ids: list[int], images: list[Any] | None, processor: An
 
 def request_sampling(params: dict[str, Any]):
     """verl's sampling params -> the step's ``Sampling`` (temperature 0 is greedy, as verl's greedy rows ask)."""
-    from mars.trainer.engine import Sampling
+    from mars.training.interface import Sampling
 
     temperature = float(params.get("temperature", 1.0) or 0.0)
     return Sampling(do_sample=temperature > 0, temperature=temperature, top_p=float(params.get("top_p", 1.0) or 1.0))
@@ -66,7 +66,7 @@ class HFRolloutServer:
     def __init__(self, config: Any, model_config: Any, replica_rank: int = 0):
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        from mars.engines.local.generation import Decoder, eos_token_ids, vision_token_ids
+        from mars.hf.decoding import Decoder, eos_token_ids, vision_token_ids
 
         self.config = config
         self.replica_rank = replica_rank

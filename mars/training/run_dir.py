@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
-from mars.trainer.checkpoint import POINTER, latest_checkpoint, write_text_atomic
+from mars.training.checkpoint import POINTER, latest_checkpoint, write_text_atomic
 
 CONFIG = "config.yaml"
 RESULT = "result.json"
@@ -43,6 +44,7 @@ ALLOWED_ON_RESUME = (
     "trainer.cpu_threads",
     "mars.log_generations",
     "mars.plots",
+    "mars.val_views",
     "mars.sft_warmup.cache_dir",
 )
 # what a run writes into its directory: removed when the user starts over (anything else is left alone)
@@ -177,3 +179,17 @@ def prepare_run_dir(cfg: Any, write=print, engine_keys_ignored: Sequence[str] = 
         write(f"resuming {path} with changed settings: "
               + ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in diffs.items()))
     return RunDir(path, "resume", step, changed=diffs)
+
+
+def absolutize_paths(cfg: Any) -> None:
+    """Local paths of the model and the data as absolute paths, so the saved config works from anywhere (merge, Ray
+    workers, a resume from another directory)."""
+    model = cfg.actor_rollout_ref.model
+    if os.path.exists(str(model.path)):
+        model.path = os.path.abspath(str(model.path))
+    for key in ("train_files", "val_files"):
+        files = cfg.data.get(key)
+        if isinstance(files, str) and os.path.exists(files):
+            cfg.data[key] = os.path.abspath(files)
+        elif files is not None and not isinstance(files, str):
+            cfg.data[key] = [os.path.abspath(f) if os.path.exists(f) else f for f in files]

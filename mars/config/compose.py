@@ -1,6 +1,7 @@
 """Composing the trainer's Hydra config (verl's ``ppo_trainer`` + MARS) without starting anything.
 
-A mistake in an override is one short ``ConfigError`` naming the closest valid keys, not Hydra's chained tracebacks.
+A mistake in an override is one short ``ConfigError`` naming the closest valid keys, not Hydra's chained tracebacks;
+a bad value of a key the step reads (``mars.training.settings``) is one naming the key and the values it takes.
 A ``+key=value`` addition that nothing reads is refused where that can be known: a key in the ``mars`` section that
 MARS does not read, or a near-miss of an existing key (``+trainer.total_training_step=5`` next to
 ``trainer.total_training_steps``). ``++key=value`` still adds anything, for readers this check cannot see.
@@ -56,6 +57,24 @@ def compose_config(config_name: str = "embedded", overrides: Sequence[str] = ())
     except (HydraException, OmegaConfBaseException, OSError) as exc:
         raise ConfigError(explain(exc, config_name)) from None
     check_additions(cfg, overrides)
+    return finalize_config(cfg)
+
+
+def finalize_config(cfg: Any) -> Any:
+    """What every composed config goes through, whoever composed it (``compose_config``, the ``@hydra.main`` entry
+    points): the step's settings checked (``ConfigError`` listing each bad key with its valid values), and the reward
+    rules both engines follow written in (``mars.training.scoring.resolve_reward_config``), so that the run's
+    ``config.yaml`` records the reward it uses."""
+    from omegaconf import open_dict
+
+    from mars.training.scoring import resolve_reward_config
+    from mars.training.settings import check_settings
+
+    problems = check_settings(cfg)
+    if problems:
+        raise ConfigError("bad value" + ("s" if len(problems) > 1 else "") + ":\n  - " + "\n  - ".join(problems))
+    with open_dict(cfg):
+        resolve_reward_config(cfg)
     return cfg
 
 

@@ -30,7 +30,7 @@ from mars.engines.verl.generation import (
     join_request_fields,
     rollout_batch,
 )
-from mars.trainer.engine import PolicyBatch, RolloutBatch, RolloutRequest
+from mars.training.interface import PolicyBatch, RolloutBatch, RolloutRequest
 
 ROW_INDEX_KEY = "mars_row"  # position of a row in the step's order, carried through verl's batch balancing
 
@@ -42,7 +42,7 @@ def timing_key(key: str) -> str:
 
 
 class VerlEngine:
-    """Implements ``mars.trainer.engine.Engine`` with a verl ``RayPPOTrainer`` (see the module docstring)."""
+    """Implements ``mars.training.interface.Engine`` with a verl ``RayPPOTrainer`` (see the module docstring)."""
 
     def __init__(self, trainer: Any):
         self.trainer = trainer
@@ -210,7 +210,7 @@ class VerlEngine:
         """verl's actor update on the rows with the step's advantages; returns the step's verl-side metrics."""
         from verl.utils.metric import reduce_metrics
 
-        from mars.trainer.step import outcome_rewards
+        from mars.training.step import outcome_rewards
 
         data = self._training_data(batch.rows)
         mask = data.batch["response_mask"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 
 
 def interactive() -> bool:
@@ -21,6 +22,18 @@ def quiet_library_bars() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+
+
+def quiet_third_party_warnings() -> None:
+    """verl announces at import time every optional engine it cannot find (torchtitan, megatron, ...) and, on a
+    machine without a GPU, the accelerator it does not see: nothing a user can act on. (Filters, not levels: verl
+    sets its loggers' levels when it is imported.)"""
+    import logging
+
+    warnings.filterwarnings("ignore", message=r".* engine is not available", category=UserWarning)
+    no_gpu = ("No supported accelerator detected", "is registered but not available")
+    logging.getLogger("verl.plugin.platform.platform_manager").addFilter(
+        lambda record: not any(text in str(record.msg) for text in no_gpu))
 
 
 class Progress:

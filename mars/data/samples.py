@@ -10,9 +10,8 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from mars.data.check import validate_row
@@ -96,65 +95,15 @@ def load_samples(files: str | Sequence[str], on_bad_row: str = "error", max_pixe
     return samples
 
 
-class DataExhausted(RuntimeError):
-    """The prompts of ``trainer.total_epochs`` passes over the training data are used up.
-
-    One rule on every engine (verl's ``RayPPOTrainer.fit`` and its DAPO recipe): a run ends at
-    ``trainer.total_training_steps`` or when the data of ``trainer.total_epochs`` epochs is drawn, whichever comes
-    first. DAPO's dynamic sampling draws several batches per step, so there the data usually ends the run; the step
-    that runs out is not trained on."""
+def run_seed(cfg: Any) -> int:
+    """The run's seed: ``data.seed``, else verl's ``actor.data_loader_seed``, else 42."""
+    if cfg.data.get("seed") is not None:
+        return int(cfg.data.seed)
+    return int(cfg.actor_rollout_ref.actor.get("data_loader_seed", 42))
 
 
-def epochs_used_up(max_epochs: int | None, batches_drawn: int, batches_per_epoch: int) -> DataExhausted | None:
-    """The exception to raise before drawing another batch, or None while the data lasts."""
-    if max_epochs is None or batches_drawn < max_epochs * batches_per_epoch:
-        return None
-    return DataExhausted(
-        f"the training data is used up: {batches_drawn} batches = trainer.total_epochs={max_epochs} x "
-        f"{batches_per_epoch} batches per epoch (raise trainer.total_epochs to train on)"
-    )
-
-
-class PromptSampler:
-    """Batches of prompts in a seeded order, reshuffled every epoch; its state is two integers (resumable)."""
-
-    def __init__(self, samples: Sequence[PromptSample], batch_size: int, seed: int, shuffle: bool = True,
-                 max_epochs: int | None = None):
-        if batch_size > len(samples):
-            raise ValueError(f"data.train_batch_size={batch_size} is larger than the dataset ({len(samples)} rows)")
-        self.samples = samples
-        self.batch_size = batch_size
-        self.seed = seed
-        self.shuffle = shuffle
-        self.max_epochs = max_epochs  # trainer.total_epochs: next_batch raises DataExhausted after that many
-        self.epoch = 0
-        self.position = 0
-
-    def _order(self) -> np.ndarray:
-        if not self.shuffle:
-            return np.arange(len(self.samples))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.samples))
-
-    def next_batch(self) -> list[PromptSample]:
-        """The next ``batch_size`` prompts; a batch never spans two epochs (the tail of an epoch is dropped)."""
-        per_epoch = len(self.samples) // self.batch_size
-        drawn = self.epoch * per_epoch + self.position // self.batch_size
-        exhausted = epochs_used_up(self.max_epochs, drawn, per_epoch)
-        if exhausted is not None:
-            raise exhausted
-        if self.position + self.batch_size > len(self.samples):
-            self.epoch += 1
-            self.position = 0
-        order = self._order()[self.position : self.position + self.batch_size]
-        self.position += self.batch_size
-        return [self.samples[i] for i in order]
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.position = int(state["epoch"]), int(state["position"])
-
-    def __iter__(self) -> Iterator[list[PromptSample]]:
-        while True:
-            yield self.next_batch()
+def training_samples(cfg: Any) -> list[PromptSample]:
+    """``data.train_files`` as the trainer sees them (checked rows, ``data.train_max_samples``)."""
+    samples = load_samples(cfg.data.train_files, str(cfg.mars.get("on_bad_row", "error")))
+    limit = int(cfg.data.get("train_max_samples", -1) or -1)
+    return samples[:limit] if limit > 0 else samples

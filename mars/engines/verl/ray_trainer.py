@@ -7,7 +7,7 @@ it has no place for rows that are generated and scored but not trained on. Its `
 and checkpoint engine with ``DataProto`` batches. MARS subclasses that one.
 
 ``RayPPOTrainer.fit`` is a single loop with no per-step hook, so ``fit`` is overridden: each step is
-``mars.trainer.step.train_step(VerlEngine(self), ...)``; checkpoints and resume (``_save_checkpoint``,
+``mars.training.step.train_step(VerlEngine(self), ...)``; checkpoints and resume (``_save_checkpoint``,
 ``_load_checkpoint``, with the dataloader's state), validation (``_validate``), weight sync to the rollout servers,
 verl's data/timing/throughput metrics, rollout dumps and the ``Tracking`` logger are verl's own methods.
 """
@@ -18,56 +18,22 @@ import json
 import os
 from typing import Any
 
-import numpy as np
 import torch
 
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
-from mars.engines.verl.engine import VerlEngine
-from mars.engines.verl.samples import VerlPromptSample, expected_num_images, samples_from_batch
-from mars.trainer.dataset import DataExhausted, epochs_used_up
+from mars.engines.verl.samples import expected_num_images, samples_from_batch
+from mars.engines.verl.verl_engine import VerlEngine
+from mars.training.prompts import DataExhausted, PromptStream
 
 PROMPTS_FILE = "mars_prompts.json"  # in each global_step_N folder: the batches drawn up to that checkpoint
 
 
-class PromptStream:
-    """The step's ``next_prompts``: batches of verl's train dataloader, for at most ``max_epochs`` passes.
-
-    DAPO's dynamic sampling draws several batches per step, so the position in the data is counted in batches
-    (``batches``, saved with every checkpoint next to the dataloader's state and restored from it) and the epoch
-    follows from that count, never from the step number. After ``max_epochs`` passes it raises ``DataExhausted``
-    (the rule in ``mars.trainer.dataset``, the local engine's too)."""
-
-    def __init__(self, dataloader: Any, expected_images: int | None = None, batches: int = 0,
-                 max_epochs: int | None = None):
-        self.dataloader = dataloader
-        self.expected_images = expected_images
-        self.batches = batches  # drawn since the run began, resumed runs included
-        self.max_epochs = max_epochs
-        self._batches = None
-
-    @property
-    def batches_per_epoch(self) -> int:
-        return max(len(self.dataloader), 1)
-
-    @property
-    def epoch(self) -> int:
-        """The epoch of the last batch drawn, from 0 (verl's ``training/epoch``)."""
-        return max(self.batches - 1, 0) // self.batches_per_epoch
-
-    def __call__(self) -> list[VerlPromptSample]:
-        exhausted = epochs_used_up(self.max_epochs, self.batches, self.batches_per_epoch)
-        if exhausted is not None:
-            raise exhausted
-        if self._batches is None:
-            self._batches = iter(self.dataloader)
-        try:
-            batch = next(self._batches)
-        except StopIteration:  # an epoch ended (or a restored state was at its end): the sampler starts the next
-            self._batches = iter(self.dataloader)
-            batch = next(self._batches)
-        self.batches += 1
-        return samples_from_batch(batch, self.expected_images)
+def verl_prompt_stream(dataloader: Any, expected_images: int | None = None, batches: int = 0,
+                       max_epochs: int | None = None) -> PromptStream:
+    """The step's ``next_prompts`` over verl's dataloader (see ``mars.training.prompts``)."""
+    return PromptStream(lambda epoch, skip: iter(dataloader), len(dataloader), max_epochs, batches,
+                        convert=lambda batch: samples_from_batch(batch, expected_images))
 
 
 class MarsRayPPOTrainer(RayPPOTrainer):
@@ -76,10 +42,8 @@ class MarsRayPPOTrainer(RayPPOTrainer):
     engine: VerlEngine
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any):
-        from mars.data.check import check_prompt_lengths
-        from mars.trainer.rewards import resolve_reward_config
+        from mars.training.preflight import check_prompt_lengths
 
-        resolve_reward_config(config)  # the local engine's reward rules, before verl's reward loop reads the config
         super().__init__(config, *args, **kwargs)
         # a variant longer than the rollout's prompt_length would stop a step deep in the run: refuse it now
         check_prompt_lengths(config, self.tokenizer, self.processor)
@@ -88,8 +52,8 @@ class MarsRayPPOTrainer(RayPPOTrainer):
         from tqdm import tqdm
         from verl.utils.skip.skip_manager import SkipManager
 
-        from mars.trainer.step import StepSettings
-        from mars.trainer.tracking import MetricsLog
+        from mars.training.settings import StepSettings
+        from mars.training.tracking import MetricsLog
 
         if self._dump_executor._shutdown:
             self._init_dump_executor()
@@ -133,9 +97,11 @@ class MarsRayPPOTrainer(RayPPOTrainer):
         self._shutdown_dump_executor()
 
     def _prompt_stream(self) -> PromptStream:
-        """Where the data stands: the batches drawn before the checkpoint resumed from (0 on a fresh run)."""
-        return PromptStream(self.train_dataloader, expected_num_images(self.config.mars),
-                            getattr(self, "_resumed_batches", 0), int(self.config.trainer.total_epochs))
+        """verl's train dataloader as the step's prompt stream, from where the data stands: the batches drawn before
+        the checkpoint resumed from (0 on a fresh run). The dataloader's own state (restored by ``_load_checkpoint``)
+        says which batch comes next, so each epoch is simply a new pass over it."""
+        return verl_prompt_stream(self.train_dataloader, expected_num_images(self.config.mars),
+                                  getattr(self, "_resumed_batches", 0), int(self.config.trainer.total_epochs))
 
     def _save_checkpoint(self) -> None:
         """verl's checkpoint, plus the number of batches drawn (DAPO draws several per step)."""
@@ -173,16 +139,28 @@ class MarsRayPPOTrainer(RayPPOTrainer):
         return os.path.join(os.path.abspath(str(trainer.default_local_dir)), f"global_step_{self.global_steps}")
 
     def _val_metrics_update(self, data_sources, sample_uids, reward_extra_infos_dict, sample_turns):
-        """verl's validation metrics plus the local engine's ``val/reward`` and ``val/<reward part>`` (means over the
-        validation answers), so both engines' run folders carry the same keys."""
+        """verl's validation metrics plus the keys the local engine logs (``mars.training.validation``), so both
+        engines' run folders carry the same ones."""
+        from mars.training.validation import validation_metrics
+
         metrics = super()._val_metrics_update(data_sources, sample_uids, reward_extra_infos_dict, sample_turns)
-        for key, values in reward_extra_infos_dict.items():
-            try:
-                numbers = np.asarray(values, dtype=np.float64)
-            except (TypeError, ValueError):
-                continue
-            if numbers.size and key not in ("reward_error", "coord_error", "error"):
-                metrics["val/reward" if key in ("reward", "score") else f"val/{key}"] = float(numbers.mean())
+        metrics.update(validation_metrics(None, reward_extra_infos_dict))
+        return metrics
+
+    def _validate(self, merged: bool = False):
+        """verl's validation, plus the accuracy per view the local engine logs (``mars.val_views``): the validation
+        prompts and their mono-source variants answered through the engine in one call. verl's reward manager
+        shapes every row it scores (DAPO's overlong penalty), which the view accuracies, read from the reward's
+        accuracy/IoU parts, do not use."""
+        from mars.training.validation import is_view_metric, validate
+
+        metrics = super()._validate(merged=merged)
+        engine = getattr(self, "engine", None)
+        if engine is not None and self.config.mars.get("val_views", True):
+            expected = expected_num_images(self.config.mars)
+            samples = [s for batch in self.val_dataloader for s in samples_from_batch(batch, expected)]
+            views = validate(engine, samples, self.config, shaping=True)
+            metrics.update({key: value for key, value in views.items() if is_view_metric(key)})
         return metrics
 
     def _finish_async_checkpoints(self, blocking: bool) -> None:
@@ -202,7 +180,7 @@ class MarsRayPPOTrainer(RayPPOTrainer):
         from verl.utils.checkpoint.checkpoint_manager import should_save_ckpt_esi
         from verl.utils.debug import marked_timer
 
-        from mars.trainer.step import train_step
+        from mars.training.step import train_step
 
         trainer_cfg = self.config.trainer
         step = self.global_steps

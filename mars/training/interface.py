@@ -1,6 +1,6 @@
 """The engine interface: the few things the training step asks of a backend.
 
-The step (``mars/trainer/step.py``) is written once against this interface. The ``local`` engine implements it in
+The step (``mars/training/step.py``) is written once against this interface. The ``local`` engine implements it in
 one process with Hugging Face transformers; the ``verl`` engine implements it on Ray worker groups (its payload
 is a ``DataProto``). Everything the step needs to know about a row lives in ``RolloutBatch``'s plain fields;
 everything only the engine needs (token ids, pixel values, ...) lives in the opaque ``payload``.

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from mars.trainer.engine import RolloutBatch
+from mars.training.interface import RolloutBatch
 
 logger = logging.getLogger(__name__)
 RewardFn = Callable[..., Any]
@@ -26,8 +26,8 @@ DEFAULT_REWARD_NAME = "default_compute_score"
 
 
 def resolve_reward_config(cfg: Any) -> None:
-    """The reward rules both engines follow, written into ``cfg`` before an engine reads it (the local engine through
-    ``load_reward_fn``, the verl engine when its trainer is built, before the reward loop workers start)."""
+    """The reward rules both engines follow, written into ``cfg`` once, when the config is composed
+    (``mars.config.compose.finalize_config``), before any engine reads it."""
     use_default_reward(cfg)
     fit_overlong_buffer(cfg)
 
@@ -67,12 +67,11 @@ def load_reward_fn(cfg: Any) -> RewardFn:
     """The configured ``compute_score``, loaded by verl's own ``get_custom_reward_fn`` (with its ``reward_kwargs``).
 
     verl 0.9.1 reads ``reward.custom_reward_function``; the legacy top-level ``custom_reward_function`` is moved there
-    first, as verl's reward loop does, with the name defaulting to ``compute_score``. ``resolve_reward_config``
-    applies the shared rules first (MARS's reward by default, the overlong buffer)."""
+    first, as verl's reward loop does, with the name defaulting to ``compute_score``. ``cfg`` is a composed config,
+    so the shared rules (MARS's reward by default, the overlong buffer) are already in it."""
     from omegaconf import OmegaConf
     from verl.trainer.ppo.reward import get_custom_reward_fn
 
-    resolve_reward_config(cfg)
     section = OmegaConf.to_container(cfg.get("reward", {}).get("custom_reward_function", {}) or {}, resolve=True)
     legacy = cfg.get("custom_reward_function", {}) or {}
     if legacy.get("path"):

@@ -16,66 +16,21 @@ from __future__ import annotations
 import inspect
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from mars.advantage import filter_groups, fusion_diagnostics
-from mars.advantage.verl_estimator import ESTIMATOR_NAME, register
-from mars.trainer.dataset import PromptSample
-from mars.trainer.engine import Engine, PolicyBatch, RolloutBatch, Sampling
-from mars.trainer.requests import build_requests
-from mars.trainer.rewards import finite_rewards
+from mars.data.samples import PromptSample
+from mars.training.interface import Engine, PolicyBatch, RolloutBatch
+from mars.training.requests import build_requests
+from mars.training.scoring import finite_rewards
+from mars.training.settings import StepSettings
 
 
 class TooManyGenerationBatches(RuntimeError):
     """DAPO's dynamic sampling could not fill the batch within ``algorithm.filter_groups.max_num_gen_batches``."""
-
-
-@dataclass
-class StepSettings:
-    """The parts of the config the step reads, resolved once."""
-
-    n: int
-    sampling: Sampling
-    max_response_length: int
-    train_batch_size: int
-    adv_estimator: str
-    norm_adv_by_std: bool
-    use_kl_loss: bool
-    filter_enable: bool
-    filter_metric: str
-    filter_mode: str
-    max_num_gen_batches: int
-    mars: Any
-    algorithm: Any
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "StepSettings":
-        rollout = cfg.actor_rollout_ref.rollout
-        filter_cfg = cfg.algorithm.filter_groups
-        return cls(
-            n=int(rollout.n),
-            sampling=Sampling(do_sample=bool(rollout.get("do_sample", True)), temperature=float(rollout.temperature),
-                              top_p=float(rollout.top_p)),
-            max_response_length=int(cfg.data.max_response_length),
-            train_batch_size=int(cfg.data.train_batch_size),
-            adv_estimator=str(cfg.algorithm.adv_estimator),
-            norm_adv_by_std=bool(cfg.algorithm.norm_adv_by_std_in_grpo),
-            use_kl_loss=bool(cfg.actor_rollout_ref.actor.use_kl_loss),
-            filter_enable=bool(filter_cfg.enable),
-            filter_metric=str(filter_cfg.metric),
-            filter_mode=str(cfg.mars.filter_mode),
-            max_num_gen_batches=int(filter_cfg.max_num_gen_batches),
-            mars=cfg.mars,
-            algorithm=cfg.algorithm,
-        )
-
-    @property
-    def with_anchors(self) -> bool:
-        return self.adv_estimator == ESTIMATOR_NAME
 
 
 class Timer:
@@ -95,7 +50,7 @@ def generate_and_score(
     engine: Engine, samples: Sequence[PromptSample], tag: str, settings: StepSettings, timer: Timer
 ) -> RolloutBatch:
     """Steps 1-2: one engine call for the rollouts and the anchors of ``samples``, then their rewards."""
-    requests = build_requests(samples, tag, settings.n, settings.sampling, settings.mars, settings.with_anchors)
+    requests = build_requests(samples, tag, settings.n, settings.sampling, settings.anchors, settings.with_anchors)
     with timer.phase("gen"):
         rows = engine.generate(requests, settings.max_response_length)
     with timer.phase("reward"):
@@ -172,11 +127,17 @@ def outcome_rewards(rewards: np.ndarray, mask: torch.Tensor) -> torch.Tensor:
 
 
 def compute_advantages(responses: RolloutBatch, anchors: RolloutBatch, mask: torch.Tensor, settings: StepSettings):
-    """Step 5: the registered estimator, called by us so that MARS gets its anchors (verl's call would not)."""
+    """Step 5: the registered estimator, called by us so that MARS gets its anchors (verl's call would not).
+
+    ``mars`` is in verl's registry once verl is imported: MARS is a ``verl.plugins`` entry point (and ``import mars``
+    registers it when verl came first)."""
     from verl.trainer.ppo.core_algos import get_adv_estimator_fn
 
-    register()
-    estimator = get_adv_estimator_fn(settings.adv_estimator)
+    try:
+        estimator = get_adv_estimator_fn(settings.estimator.name)
+    except ValueError as exc:
+        raise ValueError(f"algorithm.adv_estimator={settings.estimator.name}: {exc} (the mars estimator is "
+                         "registered by MARS's verl plugin: is mars-rl installed, `pip install -e .`?)") from exc
     kwargs: dict[str, Any] = dict(
         token_level_rewards=outcome_rewards(responses.rewards, mask),
         response_mask=mask,
@@ -184,7 +145,7 @@ def compute_advantages(responses: RolloutBatch, anchors: RolloutBatch, mask: tor
         config=settings.algorithm,
     )
     if "norm_adv_by_std_in_grpo" in inspect.signature(estimator).parameters:  # verl's grpo ignores the config's
-        kwargs["norm_adv_by_std_in_grpo"] = settings.norm_adv_by_std
+        kwargs["norm_adv_by_std_in_grpo"] = settings.estimator.norm_adv_by_std
     if settings.with_anchors:
         kwargs.update(anchor_scores=torch.as_tensor(anchors.rewards), anchor_index=anchors.group_ids.astype(object))
     advantages, _ = estimator(**kwargs)

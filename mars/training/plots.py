@@ -1,5 +1,5 @@
 """PNG plots of a run from its metrics.jsonl: rewards, anchor reward per source, information gain and the share of
-groups with MARS-only signal, validation.
+groups with MARS-only signal, validation, and the validation accuracy per view (fused against each source alone).
 
 Two rules: a value measured only at some steps (validation) is drawn as markers at those steps, never as a line
 through steps where nothing was measured; and series that coincide (two sources with equal anchor rewards) stay
@@ -31,7 +31,9 @@ def draw_run(history: Sequence[dict[str, float]]):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    views = sorted({k.split("/")[2] for h in history for k in h if k.startswith("val/view/")},
+                   key=lambda name: (name != "fused", name))
+    fig, axes = plt.subplots(1, 4 if views else 3, figsize=(20 if views else 15, 4))
     ax = axes[0]
     if train:
         ax.plot(*_points(train, "critic/score/mean"), color="tab:blue", label="multi-source (train)")
@@ -66,6 +68,16 @@ def draw_run(history: Sequence[dict[str, float]]):
         ax.legend(fontsize=8)
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set(title="what the anchors change", xlabel="step")
+
+    if views:  # does seeing more mean knowing more: validation accuracy, fused against each source alone
+        ax = axes[3]
+        for i, name in enumerate(views):
+            steps, values = _points(history, f"val/view/{name}/accuracy")
+            style, marker, width = SERIES_STYLES[i % len(SERIES_STYLES)]
+            ax.plot(steps, values, linestyle=style, marker=marker, lw=width + (1.5 if name == "fused" else 0),
+                    markersize=4 + width, color="k" if name == "fused" else None, alpha=0.85, label=name)
+        ax.set(title="validation accuracy per view", xlabel="step", ylim=(-0.03, 1.03))
+        ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return fig
 

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from mars.trainer.checkpoint import write_text_atomic
+from mars.training.checkpoint import write_text_atomic
 
 CONSOLE_KEYS = (
     ("critic/score/mean", "reward"),

@@ -18,10 +18,13 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from mars.engines.local.generation import Decoder, eos_token_ids, vision_token_ids
-from mars.processing import ImageCache, MultimodalEncoder, PromptInputs, collate
-from mars.trainer.engine import PolicyBatch, RolloutBatch, RolloutRequest
-from mars.trainer.rewards import load_reward_fn, score_rows
+from mars.hf.decoding import Decoder, eos_token_ids, vision_token_ids
+from mars.hf.device import autocast_for, resolve_device, set_cpu_threads
+from mars.hf.log_probs import response_log_probs
+from mars.hf.lora import wrap_lora
+from mars.processing import ImageCache, MultimodalEncoder, PromptInputs
+from mars.training.interface import PolicyBatch, RolloutBatch, RolloutRequest
+from mars.training.scoring import load_reward_fn, score_rows
 
 logger = logging.getLogger(__name__)
 
@@ -41,87 +44,8 @@ class LocalPayload:
         return cls([p for part in parts for p in part.prompts], [r for part in parts for r in part.responses])
 
 
-def response_log_probs(model, payload: LocalPayload, rows: np.ndarray, width: int, device: torch.device, pad_id: int,
-                       temperature: float, autocast, entropy: bool = False):
-    """(b, width) log-probs of the responses of ``rows`` (zeros past each response); optionally entropies.
-
-    One function for the RL losses and the supervised warm start (``mars.trainer.warm_start``), so both score a
-    response the same way."""
-    sequences = []
-    for i in rows:
-        p = payload.prompts[i]
-        full_ids = torch.cat([p.input_ids[0], payload.responses[i]])
-        sequences.append(PromptInputs(
-            input_ids=full_ids.unsqueeze(0), attention_mask=torch.ones_like(full_ids).unsqueeze(0),
-            mm_token_type_ids=torch.cat([p.mm_token_type_ids[0], torch.zeros_like(payload.responses[i])]).unsqueeze(0),
-            pixel_values=p.pixel_values, image_grid_thw=p.image_grid_thw,
-        ))
-    batch = {k: v.to(device) for k, v in collate(sequences, pad_id, "right").items()}
-    seq_len = batch["input_ids"].shape[1]
-    # the logit at position t predicts token t+1: response token j of row b sits at prompt_len_b + j
-    prompt_lens = torch.tensor([payload.prompts[i].input_ids.shape[1] for i in rows], device=device)
-    positions = (prompt_lens.unsqueeze(1) - 1 + torch.arange(width, device=device)).clamp(max=seq_len - 2)
-    # only the response positions go through the LM head (the prompt is most of a sequence): profiled, the LM head
-    # and its log-softmax over every position were a third of a warm-start step of the tiny model
-    first = int(positions.min())
-    with autocast():
-        logits = model(**batch, use_cache=False, logits_to_keep=torch.arange(first, seq_len, device=device)).logits
-    logits = logits.float()
-    kept = positions - first
-    picked = logits.gather(1, kept.unsqueeze(-1).expand(-1, -1, logits.shape[-1])) / temperature
-    targets = batch["input_ids"].gather(1, (positions + 1).clamp(max=seq_len - 1))
-    log_probs = torch.log_softmax(picked, dim=-1)
-    token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    lengths = torch.tensor([len(payload.responses[i]) for i in rows], device=device)
-    valid = torch.arange(width, device=device).unsqueeze(0) < lengths.unsqueeze(1)
-    token_lp = token_lp * valid
-    if not entropy:
-        return token_lp, None
-    ent = -(log_probs.exp() * log_probs).sum(-1) * valid
-    return token_lp, ent
-
-
-def autocast_for(device: torch.device):
-    """bf16 compute on CUDA; fp32 on the CPU (fp32 master weights everywhere: AdamW on bf16 weights drifts)."""
-    if device.type != "cuda":
-        return torch.autocast("cpu", enabled=False)
-    return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-_threads_reported: set[int] = set()
-
-
-def set_cpu_threads(cfg: Any, device: torch.device, write=print) -> int | None:
-    """torch's intra-op threads on the CPU: ``trainer.cpu_threads`` (default 1; 0 keeps torch's default).
-
-    A tiny model's kernels are too small to split: extra threads only add synchronisation, and on a shared machine
-    a thread per core oversubscribes as soon as anything else runs (measured on 2 cores: 67 s quiet but 174 s
-    beside one busy process with 2 threads; 91 s and 89 s with 1; benchmarks/bench_train.py). Raise it for a
-    bigger model on a machine of its own. Printed once per process and value."""
-    if device.type != "cpu":
-        return None
-    default = torch.get_num_threads() if not _threads_reported else None
-    wanted = int(cfg.trainer.get("cpu_threads", 1) or 0)
-    if wanted > 0:
-        torch.set_num_threads(wanted)
-    n = torch.get_num_threads()
-    if n not in _threads_reported:
-        _threads_reported.add(n)
-        note = f" (torch's default here: {default})" if default is not None and default != n else ""
-        write(f"local engine on the CPU: {n} torch thread{'s' if n != 1 else ''}{note}; trainer.cpu_threads=N changes it")
-    return n
-
-
-def resolve_device(name: str) -> torch.device:
-    if name in ("auto", None):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "npu":
-        raise ValueError("the local engine runs on cpu or cuda; use trainer.engine=verl for NPUs")
-    return torch.device(name)
-
-
 class LocalEngine:
-    """Implements ``mars.trainer.engine.Engine`` with transformers (+ peft for LoRA)."""
+    """Implements ``mars.training.interface.Engine`` with transformers (+ peft for LoRA)."""
 
     def __init__(self, cfg: Any, total_steps: int, model_path: str | None = None, write=print):
         """``model_path``: the weights to start from (the warm-started model); default the configured model."""
@@ -140,7 +64,7 @@ class LocalEngine:
             model.gradient_checkpointing_enable()
         self.lora = int(model_cfg.get("lora_rank", 0) or 0) > 0
         if self.lora:
-            model = self._wrap_lora(model, model_cfg)
+            model = wrap_lora(model, model_cfg)
         self.model = model.to(self.device)
         # the reference policy: the adapters switched off under LoRA, else a frozen copy of the starting weights
         # (both are the warm-started model when there is a warm start)
@@ -168,16 +92,6 @@ class LocalEngine:
         self.overlong = cfg.get("reward", {}).get("reward_kwargs", {}).get("overlong_buffer_cfg", None)
 
     # ------------------------------------------------------------------------------------------ building
-
-    @staticmethod
-    def _wrap_lora(model, model_cfg):
-        from peft import LoraConfig, get_peft_model
-
-        targets = model_cfg.get("target_modules", "all-linear")
-        targets = targets if isinstance(targets, str) else list(targets)
-        config = LoraConfig(r=int(model_cfg.lora_rank), lora_alpha=int(model_cfg.get("lora_alpha", 16)),
-                            target_modules=targets, lora_dropout=0.0)
-        return get_peft_model(model, config)
 
     def _autocast(self):
         return autocast_for(self.device)
@@ -222,8 +136,8 @@ class LocalEngine:
         return [np.arange(s, min(s + size, n)) for s in range(0, n, size)]
 
     def _log_probs(self, model, payload: LocalPayload, rows: np.ndarray, width: int, entropy: bool = False):
-        return response_log_probs(model, payload, rows, width, self.device, self.pad_id, self.temperature,
-                                  self._autocast, entropy)
+        return response_log_probs(model, payload.prompts, payload.responses, rows, width, self.device, self.pad_id,
+                                  self.temperature, self._autocast, entropy)
 
     @torch.no_grad()
     def compute_log_probs(self, rows: RolloutBatch, model: str = "actor") -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""The training run, top to bottom: data, run directory, warm start, engine, validation, steps, checkpoints, final
-model, plots, result.
+"""The local engine's run, top to bottom: data, run directory, warm start, engine, validation, steps, checkpoints,
+final model, summary. ``trainer.engine=local`` (the default) runs it; ``mars.engines`` picks it.
 
     mars train                                   # the embedded default (tiny model, synthetic data, CPU)
     mars train preset=dapo trainer.total_training_steps=20
@@ -11,36 +11,27 @@ from __future__ import annotations
 import logging
 import os
 import random
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
-from mars.data.check import check_prompt_lengths
-from mars.trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mars.trainer.dataset import DataExhausted, PromptSample, PromptSampler, load_samples
-from mars.trainer.engine import RolloutRequest, Sampling
-from mars.trainer.plots import plot_run
-from mars.trainer.progress import Progress, quiet_library_bars
-from mars.trainer.rewards import resolve_reward_config
-from mars.trainer.run_dir import prepare_run_dir, record_result
-from mars.trainer.step import StepSettings, train_step
-from mars.trainer.tracking import MetricsLog, anchor_signal_line
-from mars.trainer.warm_start import run_seed, training_samples, warm_started_model
+from mars.data.samples import load_samples, run_seed, training_samples
+from mars.engines.local.local_engine import LocalEngine
+from mars.hf.warm_start import warm_started_model
+from mars.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mars.training.preflight import check_prompt_lengths
+from mars.training.progress import Progress, quiet_library_bars
+from mars.training.prompts import DataExhausted, PromptSampler
+from mars.training.run_dir import absolutize_paths, prepare_run_dir
+from mars.training.settings import StepSettings
+from mars.training.step import train_step
+from mars.training.summary import RunResult, result_of, summarize_run
+from mars.training.tracking import MetricsLog
+from mars.training.validation import validate
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    steps: int
-    val_before: float | None
-    val_after: float | None
-    model_dir: Path
-    plot: Path | None
 
 
 def seed_everything(seed: int) -> None:
@@ -54,60 +45,19 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step) % 2**63
 
 
-def make_engine(cfg: Any, total_steps: int, model_path: str | None = None, write=print):
-    engine = str(cfg.trainer.engine)
-    if engine == "local":
-        from mars.engines.local import LocalEngine
-
-        return LocalEngine(cfg, total_steps, model_path, write)
-    raise ValueError(f"trainer.engine={engine!r}: the run loop here drives the local engine; the verl engine runs "
-                     "through verl's trainer (`mars train trainer.engine=verl` or `python -m mars.main_ppo`)")
-
-
 def total_training_steps(cfg: Any, n_train: int) -> int:
     if cfg.trainer.get("total_training_steps"):
         return int(cfg.trainer.total_training_steps)
     return max(int(cfg.trainer.total_epochs) * (n_train // int(cfg.data.train_batch_size)), 1)
 
 
-def validate(engine, samples: Sequence[PromptSample], cfg: Any, show: int = 0, write=print) -> dict[str, float]:
-    """Greedy (``rollout.val_kwargs``) answers to the validation prompts: mean reward and its parts."""
-    val_kwargs = cfg.actor_rollout_ref.rollout.val_kwargs
-    sampling = Sampling(do_sample=bool(val_kwargs.do_sample), temperature=float(val_kwargs.temperature),
-                        top_p=float(val_kwargs.top_p))
-    requests = [RolloutRequest(s.messages, f"val{i}", sampling, sample=s) for i, s in enumerate(samples)]
-    rows = engine.generate(requests, int(cfg.data.max_response_length))
-    engine.score(rows, shaping=False)
-    metrics = {"val/reward": float(np.mean(rows.rewards))}
-    for key, values in rows.reward_extras.items():
-        if key not in ("reward_error", "coord_error", "error"):
-            metrics[f"val/{key}"] = float(np.mean(values))
-    for text, sample, reward in list(zip(rows.texts, rows.samples, rows.rewards))[:show]:
-        write(f"  [val] reward {reward:.3f} | truth {sample.ground_truth} | answer {text[:200]!r}")
-    return metrics
-
-
-def absolutize_paths(cfg: Any) -> None:
-    """Local paths of the model and the data as absolute paths, so the saved config works from anywhere (merge)."""
-    model = cfg.actor_rollout_ref.model
-    if os.path.exists(str(model.path)):
-        model.path = os.path.abspath(str(model.path))
-    for key in ("train_files", "val_files"):
-        files = cfg.data.get(key)
-        if isinstance(files, str) and os.path.exists(files):
-            cfg.data[key] = os.path.abspath(files)
-        elif files is not None and not isinstance(files, str):
-            cfg.data[key] = [os.path.abspath(f) if os.path.exists(f) else f for f in files]
-
-
-def run_training(cfg: Any, write=print) -> RunResult:
+def run(cfg: Any, write=print) -> RunResult:
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     quiet_library_bars()
     seed = run_seed(cfg)
     seed_everything(seed)
     absolutize_paths(cfg)
-    resolve_reward_config(cfg)  # the reward the run uses, in its config.yaml (the engine would fill it in later)
 
     train = training_samples(cfg)
     val = load_samples(cfg.data.val_files, str(cfg.mars.on_bad_row)) if cfg.data.get("val_files") else []
@@ -117,9 +67,7 @@ def run_training(cfg: Any, write=print) -> RunResult:
     run = prepare_run_dir(cfg, write, total_steps=total)  # stops here when the directory holds another run
     run_dir = run.path
     if run.status == "complete":
-        r = run.result
-        plot = Path(r["plot"]) if r.get("plot") else None
-        return RunResult(run_dir, int(r["step"]), r.get("val_before"), r.get("val_after"), Path(r["model_dir"]), plot)
+        return result_of(run_dir, run.result)
 
     # the run ends at trainer.total_training_steps or after trainer.total_epochs passes over the data, whichever
     # comes first (verl's rule; DAPO draws several batches per step)
@@ -130,7 +78,7 @@ def run_training(cfg: Any, write=print) -> RunResult:
         checkpoint = Path(cfg.trainer.resume_from_path)
     # a checkpoint holds the weights (and the reference's); a new run starts from the cached warm start
     start_from = None if checkpoint is not None else warm_started_model(cfg, write)
-    engine = make_engine(cfg, total, start_from, write)
+    engine = LocalEngine(cfg, total, start_from, write)
     check_prompt_lengths(cfg, engine.tokenizer, engine.processor)  # every prompt and variant fits, before step 1
     settings = StepSettings.from_config(cfg)
     log = MetricsLog(run_dir, cfg)
@@ -152,7 +100,6 @@ def run_training(cfg: Any, write=print) -> RunResult:
             log.log(metrics, 0, write)
 
     test_freq, save_freq = int(cfg.trainer.test_freq), int(cfg.trainer.save_freq)
-    val_after = None
     bar = Progress(total, "training", initial=start, write=write, lines=0)  # off a terminal the step lines suffice
     saved = start
     for step in range(start + 1, total + 1):
@@ -170,7 +117,6 @@ def run_training(cfg: Any, write=print) -> RunResult:
         metrics["training/epoch"] = float(sampler.epoch)  # passes over the data so far, counted in batches drawn
         if val and ((test_freq > 0 and step % test_freq == 0) or step == total):
             metrics.update(validate(engine, val, cfg, show if step == total else 0, write))
-            val_after = metrics["val/reward"]
         log.log(metrics, step, write)
         bar.update()
         if (save_freq > 0 and step % save_freq == 0) or step == total:
@@ -182,15 +128,4 @@ def run_training(cfg: Any, write=print) -> RunResult:
 
     model_dir = run_dir / "huggingface"
     engine.save_pretrained(str(model_dir))
-    plot = plot_run(log.history(), run_dir / "training.png") if cfg.mars.get("plots", True) else None
-    if val_after is None:  # resumed after the last validation: the logged one
-        val_after = next((h["val/reward"] for h in reversed(log.history()) if "val/reward" in h and h["step"] > 0), None)
-    if val_before is not None and val_after is not None:
-        write(f"validation reward: {val_before:.3f} before training -> {val_after:.3f} after {total} steps")
-    signal = anchor_signal_line(log.history())  # what the anchors changed, in one line (issue 12)
-    if signal:
-        write(signal)
-    write(f"policy saved to {model_dir}" + (f"; plots in {plot}" if plot else ""))
-    record_result(run_dir, {"step": total, "val_before": val_before, "val_after": val_after,
-                            "model_dir": str(model_dir), "plot": str(plot) if plot else None})
-    return RunResult(run_dir, total, val_before, val_after, model_dir, plot)
+    return summarize_run(cfg, run_dir, total, write, engine="local", model_dir=model_dir)

@@ -23,7 +23,7 @@ import torch
 from transformers import LogitsProcessor
 
 from mars.processing import PromptInputs, collate
-from mars.trainer.engine import Sampling
+from mars.training.interface import Sampling
 
 VISION_TOKENS = (
     "<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|box_start|>",

@@ -21,21 +21,9 @@ examples:
 from __future__ import annotations
 
 import sys
-import warnings
 
-from mars.trainer.compose import ConfigError, compose_config
-
-
-def quiet_third_party_warnings() -> None:
-    """verl announces at import time every optional engine it cannot find (torchtitan, megatron, ...) and, on a
-    machine without a GPU, the accelerator it does not see: nothing a user can act on. (Filters, not levels: verl
-    sets its loggers' levels when it is imported.)"""
-    import logging
-
-    warnings.filterwarnings("ignore", message=r".* engine is not available", category=UserWarning)
-    no_gpu = ("No supported accelerator detected", "is registered but not available")
-    logging.getLogger("verl.plugin.platform.platform_manager").addFilter(
-        lambda record: not any(text in str(record.msg) for text in no_gpu))
+from mars.config.compose import ConfigError, compose_config
+from mars.training.progress import quiet_third_party_warnings
 
 
 def print_config(cfg, package: str | None) -> int:
@@ -90,30 +78,21 @@ def main(argv: list[str] | None = None) -> int:
     if print_what is not None:
         return print_config(cfg, package)
 
-    from mars.trainer.dataset import BadDataError
-    from mars.trainer.embedded import prepare_embedded
-    from mars.trainer.loop import run_training
-    from mars.trainer.run_dir import RunDirConflict
-
     from tqdm.auto import tqdm
 
-    prepare_embedded(cfg)
-    try:
-        if str(cfg.trainer.engine) == "verl":  # the engine is a switch: same config, Ray worker groups
-            from mars.engines.verl.checks import VerlConfigError
-            from mars.engines.verl.launch import run as run_on_verl
+    from mars.data.samples import BadDataError
+    from mars.engines import engine_runner
+    from mars.training.embedded import prepare_embedded
+    from mars.training.run_dir import RunDirConflict
 
-            try:
-                run_on_verl(cfg, write=tqdm.write)
-            except VerlConfigError as exc:  # refused before Ray starts: the message names the setting and the fix
-                print(f"mars train: {exc}", file=sys.stderr)
-                return 2
-        else:
-            run_training(cfg, write=tqdm.write)  # lines printed above the progress bar, not through it
+    try:
+        run = engine_runner(str(cfg.trainer.engine))  # the one switch: same config, another engine
+        prepare_embedded(cfg)
+        run(cfg, write=tqdm.write)  # lines printed above the progress bar, not through it
     except BadDataError as exc:
         print(f"mars train: bad data: {exc}", file=sys.stderr)
         return 2
-    except RunDirConflict as exc:
+    except (ConfigError, RunDirConflict) as exc:  # refused before anything trains: names the setting and the fix
         print(f"mars train: {exc}", file=sys.stderr)
         return 2
     return 0

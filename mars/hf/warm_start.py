@@ -23,27 +23,15 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mars.trainer.dataset import PromptSample, load_samples
+from mars.data.samples import PromptSample, run_seed, training_samples
+from mars.hf.device import autocast_for, resolve_device, set_cpu_threads
+from mars.hf.log_probs import response_log_probs
 
 # bump when the warm start's result changes for the same inputs (loss, target text, sampling of batches)
 FORMAT = 1
 DEFAULT_CACHE_DIR = "outputs/warm_start"
 DONE = "warm_start.json"  # written last inside the temporary folder: a cache entry without it is never used
 HASH_WHOLE_FILES_UP_TO = 64 << 20  # bigger files (real weights) are identified by name, size and mtime
-
-
-def run_seed(cfg: Any) -> int:
-    """The run's seed: ``data.seed``, else verl's ``actor.data_loader_seed``, else 42."""
-    if cfg.data.get("seed") is not None:
-        return int(cfg.data.seed)
-    return int(cfg.actor_rollout_ref.actor.get("data_loader_seed", 42))
-
-
-def training_samples(cfg: Any) -> list[PromptSample]:
-    """``data.train_files`` as the trainer sees them (checked rows, ``data.train_max_samples``)."""
-    samples = load_samples(cfg.data.train_files, str(cfg.mars.get("on_bad_row", "error")))
-    limit = int(cfg.data.get("train_max_samples", -1) or -1)
-    return samples[:limit] if limit > 0 else samples
 
 
 def sft_target(sample: PromptSample) -> str:
@@ -72,8 +60,6 @@ def _path_identity(path: str) -> Any:
 
 
 def _device(cfg: Any) -> torch.device:
-    from mars.engines.local.engine import resolve_device
-
     return resolve_device(cfg.trainer.get("device", "auto"))
 
 
@@ -142,10 +128,9 @@ def _train(cfg: Any, samples: Sequence[PromptSample], targets: Sequence[str], ou
     """AdamW on all weights (its own optimizer: the RL optimizer and schedule start fresh afterwards)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mars.engines.local.engine import LocalPayload, autocast_for, response_log_probs, set_cpu_threads
-    from mars.engines.local.generation import eos_token_ids
+    from mars.hf.decoding import eos_token_ids
     from mars.processing import ImageCache, MultimodalEncoder
-    from mars.trainer.progress import Progress
+    from mars.training.progress import Progress
 
     sft = cfg.mars.sft_warmup
     steps, batch_size, seed = int(sft.steps), int(sft.batch_size), run_seed(cfg)
@@ -179,11 +164,10 @@ def _train(cfg: Any, samples: Sequence[PromptSample], targets: Sequence[str], ou
     for _ in range(steps):
         idx = rng.choice(len(samples), size=min(batch_size, len(samples)), replace=False)
         prompts, answers = zip(*(encode(int(i)) for i in idx))
-        payload = LocalPayload(list(prompts), list(answers))
         width = max(len(a) for a in answers)
         optimizer.zero_grad(set_to_none=True)
-        log_prob, _ = response_log_probs(model, payload, np.arange(len(answers)), width, device, pad_id, temperature,
-                                         lambda: autocast_for(device))
+        log_prob, _ = response_log_probs(model, prompts, answers, np.arange(len(answers)), width, device, pad_id,
+                                         temperature, lambda: autocast_for(device))
         loss = -log_prob.sum() / sum(len(a) for a in answers)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

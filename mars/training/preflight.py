@@ -1,0 +1,35 @@
+"""What both engines check before the first step, once the tokenizer and processor are loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mars.data import check
+from mars.data.samples import BadDataError
+from mars.training.settings import AnchorSettings
+
+
+def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None) -> None:
+    """Before training: every training prompt and mono-source variant fits ``actor_rollout_ref.rollout.prompt_length``
+    (image headers only). Raises ``BadDataError`` naming the rows and the fix, like ``mars data check
+    --max-prompt-length``. The processor's image settings are used when given, else Qwen2.5-VL's."""
+    image_processor = getattr(processor, "image_processor", None)
+    size = getattr(image_processor, "size", None) or {}
+    min_pixels = int(getattr(image_processor, "min_pixels", None) or size.get("shortest_edge")
+                     or check.DEFAULT_MIN_PIXELS)
+    max_pixels = int(getattr(image_processor, "max_pixels", None) or size.get("longest_edge")
+                     or check.DEFAULT_MAX_PIXELS)
+    factor = int(getattr(image_processor, "patch_size", 14) or 14) * int(getattr(image_processor, "merge_size", 2) or 2)
+    limit = check.LengthLimit(int(cfg.actor_rollout_ref.rollout.prompt_length),
+                              AnchorSettings.from_config(cfg).variant_mode, tokenizer, factor)
+    files = cfg.data.train_files
+    for path in [files] if isinstance(files, str) else list(files):
+        report = check.check_dataset(str(path), min_pixels=min_pixels, max_pixels=max_pixels, decode=False,
+                                     length_limit=limit)
+        too_long_rows = report.errors.get(check.PROMPT_TOO_LONG)
+        if too_long_rows:
+            too_long = [example for example in report.examples if "rollout.prompt_length=" in example]
+            raise BadDataError(
+                f"data.train_files: {too_long_rows} row(s) of {path} have a prompt or mono-source variant longer "
+                f"than rollout.prompt_length={limit.max_prompt_length}:\n  " + "\n  ".join(too_long)
+            )
