@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import sys
 
-from mars.config.compose import ConfigError, compose_config
+from mars.config.compose import DEFAULT_CONFIG, ConfigError, compose_config
 from mars.training.progress import quiet_third_party_warnings
 
 
@@ -43,7 +43,7 @@ def print_config(cfg, package: str | None) -> int:
 
 
 def parse(argv: list[str]) -> tuple[str, str | None, str | None, list[str]]:
-    config_name, print_what, package, overrides = "embedded", None, None, []
+    config_name, print_what, package, overrides = DEFAULT_CONFIG, None, None, []
     it = iter(argv)
     for arg in it:
         if arg == "--config-name":

@@ -168,3 +168,17 @@ def test_the_embedded_configs_differ_from_the_default_only_where_they_say():
     assert grounding.mars.embedded.task == "ir_grounding"
     assert diffs == lengths | names | {"trainer.test_freq", "mars.embedded.task", "mars.embedded.data_dir",
                                        "data.train_files", "data.val_files"}
+
+def test_paired_differences_carry_a_95_percent_t_interval():
+    from mars.compare.summary import t_interval
+
+    low, high = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1, t(0.975, 2) = 4.3027
+    assert low == pytest.approx(2 - 4.302653 / 3 ** 0.5, abs=1e-5) and high == pytest.approx(2 + 4.302653 / 3 ** 0.5,
+                                                                                            abs=1e-5)
+    assert t_interval([0.5]) is None
+    arms = [Arm("m", ["algorithm.adv_estimator=mars"], "M"), Arm("g", ["algorithm.adv_estimator=grpo"], "G")]
+    per_run = {"m": {s: {"val_reward_final": 1.0 + s} for s in range(3)},
+               "g": {s: {"val_reward_final": 1.0} for s in range(3)}}
+    (pair,) = paired_differences(per_run, arms)
+    assert pair["val_reward_final"]["ci95"] == pytest.approx([low - 1, high - 1])
+    assert pair["val_reward_final"]["per_seed"] == [0.0, 1.0, 2.0]

@@ -140,6 +140,10 @@ def test_short_runs_of_both_presets(tiny_model_dir, ir_data_dir, tmp_path, prese
     for h in steps:
         assert np.isfinite(h["actor/pg_loss"]) and "mars/anchor_reward/infrared" in h and "mars/information_gain" in h
     assert "val/reward" in history[0] and "val/reward" in history[2] and "val/reward" in history[3]
+    for h in (history[0], history[3]):  # validation per view: fused and each source alone
+        assert {"val/view/fused/accuracy", "val/view/visible/accuracy", "val/view/infrared/accuracy",
+                "val/fusion_gain", "val/interference_rate"} <= set(h)
+        assert 0.0 <= h["val/interference_rate"] <= 1.0
     assert result.val_before is not None and result.val_after is not None
     assert result.plot is not None and result.plot.stat().st_size > 0
     after = _weights(result.model_dir)

@@ -47,13 +47,16 @@ SHORT = [
 
 
 def ray_processes(settle: float = 60.0) -> list[str]:
-    """Ray's own processes on this machine (raylet, GCS, workers), by command line, once they are gone or ``settle``
-    seconds have passed (after ``ray.shutdown`` the workers notice the stopped raylet and exit within seconds)."""
+    """Ray's own live processes on this machine (raylet, GCS, workers), by command line, once they are gone or
+    ``settle`` seconds have passed (after ``ray.shutdown`` the workers notice the stopped raylet and exit within
+    seconds). A ``<defunct>`` entry has exited already: only its exit status waits for the container's PID 1 to
+    collect it, which a sandbox without an init process may never do."""
     deadline = time.time() + settle
     while True:
         out = subprocess.run(["ps", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
         left = [line.strip() for line in out.splitlines()
-                if any(k in line for k in ("raylet", "gcs_server", "ray::", "dashboard/agent.py"))]
+                if any(k in line for k in ("raylet", "gcs_server", "ray::", "dashboard/agent.py"))
+                and "<defunct>" not in line]
         if not left or time.time() > deadline:
             return left
         time.sleep(1.0)
@@ -101,6 +104,9 @@ def test_the_run_folder_is_the_local_engines(verl_run):
     run_dir, history = verl_run["run_dir"], verl_run["first_metrics"]
     assert [h["step"] for h in history] == [0, 1, 2]
     assert "val/reward" in history[0] and "val/reward" in history[2]
+    for h in (history[0], history[2]):  # validation per view, the local engine's keys
+        assert {"val/view/fused/accuracy", "val/view/visible/accuracy", "val/view/infrared/accuracy",
+                "val/fusion_gain", "val/interference_rate"} <= set(h)
     for h in history[1:]:
         for key in ("mars/anchor_reward", "mars/information_gain", "mars/signal_mars_only", "mars/anchored_groups",
                     "actor/pg_loss", "critic/score/mean", "timing_s/gen"):
@@ -155,7 +161,7 @@ def test_merge_infer_and_evaluate_the_fsdp_checkpoint(verl_run, tmp_path):
     workdir = verl_run["workdir"]
     questions, results = tmp_path / "questions.json", tmp_path / "results.json"
     convert = subprocess.run([sys.executable, "-m", "mars.cli", "data", "convert", "to-json",
-                              str(workdir / "outputs/embedded/data/ir_presence/test.parquet"), str(questions)],
+                              str(workdir / "outputs/embedded/data/ir_presence_interference/test.parquet"), str(questions)],
                              cwd=workdir, capture_output=True, text=True, timeout=300)
     assert convert.returncode == 0, convert.stderr[-3000:]
     items = json.loads(questions.read_text())[:3]

@@ -2,8 +2,7 @@
                     [--config-name NAME] [--quiet] [--report-only] [KEY=VALUE ...]
 
 Trains several estimator settings ("arms") over several seeds with the engine trainer.engine names (default the
-local one), one run after the other, and
-writes a comparison folder: summary.json, table.md (mean ± sd over seeds, generated tokens, wall time, MARS's
+local one), one run after the other, and writes a comparison folder: summary.json, table.md (mean ± sd over seeds, generated tokens, wall time, MARS's
 diagnostics, paired differences) and curves.png. Every run has its own directory OUT/runs/ARM_sSEED; running the
 same command again skips complete runs and resumes interrupted ones, so a comparison can be stopped and continued.
 
@@ -11,7 +10,7 @@ same command again skips complete runs and resumes interrupted ones, so a compar
   --seeds LIST       comma-separated seeds (default 0,1,2,3,4); each seed is a data order, an RL seed and a warm start
   --arms LIST        arms from the defaults (default: all six): grpo, grpo_mars, grpo_nk, dapo, dapo_mars, dapo_nk
   --arm 'NAME: K=V'  overrides for one arm (a default one, or a new arm of that name); repeatable
-  --config-name N    the config to start from (default: embedded, the same as mars train)
+  --config-name N    the config to start from (default: embedded_interference, the same as mars train)
   --quiet            no per-step lines of the runs
   --report-only      train nothing: write the folder from the runs already complete (a comparison stopped early)
   KEY=VALUE          Hydra overrides for every arm (before the arm's own)
@@ -27,10 +26,12 @@ from __future__ import annotations
 
 import sys
 
+from mars.config.compose import DEFAULT_CONFIG
+
 
 def parse(argv: list[str]) -> dict:
     opts = {"out": "outputs/compare/default", "seeds": [0, 1, 2, 3, 4], "arms": None, "specs": [],
-            "config_name": "embedded", "quiet": False, "report_only": False, "overrides": []}
+            "config_name": DEFAULT_CONFIG, "quiet": False, "report_only": False, "overrides": []}
     it = iter(argv)
     for arg in it:
         name, eq, value = arg.partition("=")

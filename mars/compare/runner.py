@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from mars.compare.arms import Arm, anchors_per_prompt, fill_placeholders, resolved_overrides
+from mars.config.compose import DEFAULT_CONFIG
 from mars.training.checkpoint import write_text_atomic
 
 RUNS = "runs.json"
@@ -57,7 +58,7 @@ def run_comparison(
     arms: Sequence[Arm],
     seeds: Sequence[int],
     overrides: Sequence[str] = (),
-    config_name: str = "embedded",
+    config_name: str = DEFAULT_CONFIG,
     write: Callable[[str], None] = print,
     step_lines: bool = True,
     train: bool = True,

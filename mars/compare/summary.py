@@ -6,6 +6,9 @@ Per run (one arm, one seed), from its metrics:
     val_reward_mean      mean of the validation rewards measured after step 0 (less noisy than one point)
     val_accuracy_final   the last validation accuracy: ``val/accuracy`` (VQA) or ``val/iou`` (grounding, the
                          reward's IoU part), named in ``accuracy_key`` (see ``accuracy_key_of``)
+    view/<v>_final       the last validation accuracy per view (``fused``, each source alone; per-view validation,
+                         ``mars.training.validation``), and ``interference_start`` / ``interference_final``: the
+                         share of validation prompts answered wrong fused but right by a source alone
     generated_tokens     every token the run generated for training (rollouts, anchors and the groups DAPO's
                          filter dropped; validation answers not counted): the sum of ``mars/generated_tokens``
     train_s              the sum of the steps' ``timing_s/step`` (generation to update; no validation, no saving)
@@ -18,7 +21,8 @@ Per run (one arm, one seed), from its metrics:
 Per arm: mean, sample standard deviation and count over seeds of each of these.
 Paired differences: within a family (the preset), every MARS arm minus every other arm, seed by seed, on the
 final and mean validation reward and the final accuracy: mean, standard deviation, min, max, seeds where MARS is
-ahead.
+ahead, every seed's difference, and a 95% t-interval of the mean difference over seeds (``ci95``: mean +- t(0.975,
+n-1) sd / sqrt(n); none for one seed).
 """
 
 from __future__ import annotations
@@ -32,20 +36,14 @@ import numpy as np
 
 from mars.compare.arms import Arm
 from mars.training.checkpoint import write_text_atomic
+from mars.training.tracking import read_history
 
 ACCURACY_KEYS = ("val/accuracy", "val/iou")
-PAIRED_METRICS = ("val_reward_final", "val_reward_mean", "val_accuracy_final")
+PAIRED_METRICS = ("val_reward_final", "val_reward_mean", "val_accuracy_final", "view/fused_final")
 DIAGNOSTICS = ("mars/signal_mars_only", "mars/signal_grpo_only", "mars/signal_groups", "mars/signal_groups_grpo",
                "mars/information_gain", "mars/anchor_reward", "mars/multi_source_reward")
 # DAPO's dynamic sampling (mars/training/step.py): generation batches per step, share of groups it kept
 FILTER = ("mars/filter/gen_batches", "mars/filter/kept_share")
-
-
-def read_history(run_dir: str | Path) -> list[dict[str, float]]:
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
 
 
 def curve(history: Sequence[dict[str, float]], key: str) -> dict[str, list[float]]:
@@ -84,6 +82,14 @@ def run_stats(history: Sequence[dict[str, float]], wall_s: float | None = None) 
         "wall_s": wall_s,
         "curves": {"val/reward": val, **({accuracy_key: curve(history, accuracy_key)} if accuracy_key else {})},
     }
+    views = curve(history, "val/interference_rate")
+    if views["value"]:
+        stats["interference_start"] = views["value"][0] if views["step"][0] == 0 else None
+        stats["interference_final"] = views["value"][-1]
+        stats["curves"]["val/interference_rate"] = views
+        for key in sorted({k for h in history for k in h if k.startswith("val/view/") and k.endswith("/accuracy")}):
+            stats[f"view/{key.split('/')[2]}_final"] = curve(history, key)["value"][-1]
+            stats["curves"][key] = curve(history, key)
     keys = sorted({k for h in steps for k in h if k.startswith("mars/anchor_reward/")} | set(DIAGNOSTICS))
     if not any("mars/anchor_reward" in h for h in steps):  # no anchors (a GRPO arm): MARS's columns say nothing
         keys = [k for k in keys if k in ("mars/signal_groups_grpo", "mars/multi_source_reward")]
@@ -107,6 +113,17 @@ def spread(values: Sequence[float]) -> dict[str, float | int | None]:
             "min": min(v), "max": max(v), "n": len(v)}
 
 
+def t_interval(values: Sequence[float], level: float = 0.95) -> list[float] | None:
+    """The t-interval of the mean: mean +- t((1 + level) / 2, n - 1) * sd / sqrt(n) (None below two values)."""
+    from scipy import stats
+
+    v = [float(x) for x in values if x is not None and math.isfinite(float(x))]
+    if len(v) < 2:
+        return None
+    half = float(stats.t.ppf((1 + level) / 2, len(v) - 1)) * float(np.std(v, ddof=1)) / math.sqrt(len(v))
+    return [float(np.mean(v)) - half, float(np.mean(v)) + half]
+
+
 def paired_differences(per_run: dict[str, dict[int, dict[str, Any]]], arms: Sequence[Arm]) -> list[dict[str, Any]]:
     """Each MARS arm minus each other arm of its family, seed by seed (only seeds both arms finished)."""
     out = []
@@ -121,7 +138,8 @@ def paired_differences(per_run: dict[str, dict[int, dict[str, Any]]], arms: Sequ
             for metric in PAIRED_METRICS:
                 diffs = [per_run[a.name][s][metric] - per_run[b.name][s][metric] for s in seeds
                          if per_run[a.name][s].get(metric) is not None and per_run[b.name][s].get(metric) is not None]
-                entry[metric] = {**spread(diffs), "ahead": sum(d > 0 for d in diffs), "per_seed": diffs}
+                entry[metric] = {**spread(diffs), "ahead": sum(d > 0 for d in diffs), "per_seed": diffs,
+                                 "ci95": t_interval(diffs)}
             out.append(entry)
     return out
 
@@ -158,13 +176,24 @@ def _fmt(stat: dict[str, Any] | None, digits: int = 3, scale: float = 1.0) -> st
     return text + (f" ± {stat['std'] * scale:.{digits}f}" if stat.get("std") is not None else "")
 
 
+def _with_ci(stat: dict[str, Any] | None, digits: int = 3) -> str:
+    text = _fmt(stat, digits)
+    if stat and stat.get("ci95"):
+        low, high = stat["ci95"]
+        text += f" [{low:+.{digits}f}, {high:+.{digits}f}]"
+    return text
+
+
 def markdown_table(summary: dict[str, Any]) -> str:
     """Two tables: the arms (mean ± sd over seeds), then the paired differences."""
     sources = sorted({k.split("/", 2)[2] for a in summary["arms"] for k in a["stats"]
                       if k.startswith("mars/anchor_reward/")})
     acc = next((a["accuracy_key"] for a in summary["arms"] if a["accuracy_key"]), None)
     dapo = any("mars/filter/gen_batches" in a["stats"] for a in summary["arms"])
+    views = sorted({k[len("view/"):-len("_final")] for a in summary["arms"] for k in a["stats"] if k.startswith("view/")},
+                   key=lambda v: (v != "fused", v))
     head = ["arm", "seeds", "val reward start", "val reward final", "val reward mean", f"{acc or 'accuracy'} final",
+            *[f"accuracy {v} final" for v in views], *(["interference start", "interference final"] if views else []),
             "gen. tokens (k)", "train s", "wall s", "MARS-only", "GRPO-only", "steps MARS-only", "info gain",
             *[f"anchor {s}" for s in sources], *(["gen. batches / step", "kept share"] if dapo else [])]
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
@@ -172,7 +201,10 @@ def markdown_table(summary: dict[str, Any]) -> str:
         st = a["stats"].get
         seeds = f"{len(a['seeds'])}" + (f" ({len(a['failed_seeds'])} failed)" if a["failed_seeds"] else "")
         row = [a["label"], seeds, _fmt(st("val_reward_start")), _fmt(st("val_reward_final")),
-               _fmt(st("val_reward_mean")), _fmt(st("val_accuracy_final")), _fmt(st("generated_tokens"), 1, 1e-3),
+               _fmt(st("val_reward_mean")), _fmt(st("val_accuracy_final")),
+               *[_fmt(st(f"view/{v}_final")) for v in views],
+               *([_fmt(st("interference_start")), _fmt(st("interference_final"))] if views else []),
+               _fmt(st("generated_tokens"), 1, 1e-3),
                _fmt(st("train_s"), 0), _fmt(st("wall_s"), 0), _fmt(st("mars/signal_mars_only")),
                _fmt(st("mars/signal_grpo_only")), _fmt(st("mars/steps_with_mars_only_signal"), 2),
                _fmt(st("mars/information_gain")), *[_fmt(st(f"mars/anchor_reward/{s}")) for s in sources],
@@ -180,13 +212,15 @@ def markdown_table(summary: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(row) + " |")
     labels = {a["name"]: a["label"] for a in summary["arms"]}
     if summary["paired"]:
-        lines += ["", "| paired difference (per seed) | seeds | val reward final | val reward mean | "
-                      f"{acc or 'accuracy'} final | MARS ahead (final reward) |", "| --- | --- | --- | --- | --- | --- |"]
+        lines += ["", "| paired difference (mean ± sd over seeds [95% t-interval]) | seeds | val reward final | "
+                      f"val reward mean | {acc or 'accuracy'} final | fused accuracy final | MARS ahead (final reward) "
+                      "| per seed (final reward) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in summary["paired"]:
+            per_seed = ", ".join(f"{d:+.3f}" for d in p["val_reward_final"]["per_seed"])
             lines.append(f"| {labels[p['arm']]} − {labels[p['baseline']]} | {len(p['seeds'])} | "
-                         f"{_fmt(p['val_reward_final'])} | {_fmt(p['val_reward_mean'])} | "
-                         f"{_fmt(p['val_accuracy_final'])} | {p['val_reward_final']['ahead']} of "
-                         f"{p['val_reward_final']['n']} |")
+                         f"{_with_ci(p['val_reward_final'])} | {_with_ci(p['val_reward_mean'])} | "
+                         f"{_with_ci(p['val_accuracy_final'])} | {_with_ci(p.get('view/fused_final'))} | "
+                         f"{p['val_reward_final']['ahead']} of {p['val_reward_final']['n']} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,8 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+# what `mars train` and `mars compare` start from without --config-name: the embedded default
+DEFAULT_CONFIG = "embedded_interference"
 # keys of the mars section that code reads with a default, so that they are absent from the config files
 MARS_KEYS_READ_WITH_DEFAULT = ("mars.expected_num_images",)
 

@@ -2,7 +2,9 @@
 
     path = warm_started_model(cfg)   # a Hugging Face model directory; the model path itself when steps == 0
 
-RL starts from a policy whose answers parse (the reference starts RL from a CoT-SFT model). The warm start depends
+RL starts from a policy whose answers parse (the reference starts RL from a CoT-SFT model). By default the warm start
+shows every training prompt fused; ``mars.sft_warmup.stages`` can instead show some prompts through one source
+(the interference setting: ``mars/config/embedded_interference.yaml``). The warm start depends
 only on the model, the training prompts and their target answers, the warm-start settings, the seed and the device,
 never on the experiment's name or its RL settings, so it is built once under ``mars.sft_warmup.cache_dir/<key>/``
 and reused by every experiment on the same model and data (a DAPO run after a GRPO run, a new variant mode, ...).
@@ -17,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -63,14 +66,74 @@ def _device(cfg: Any) -> torch.device:
     return resolve_device(cfg.trainer.get("device", "auto"))
 
 
-def warm_start_identity(cfg: Any, samples: Sequence[PromptSample], targets: Sequence[str]) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Stage:
+    """One stage of the warm start: ``steps`` batches drawn from its (prompt, target answer) pairs."""
+
+    view: str
+    steps: int
+    samples: list[PromptSample]
+    targets: list[str]
+
+
+def answerable(sample: PromptSample, shown: Sequence[str]) -> bool:
+    """Whether the sources ``shown`` hold the answer: each is among the sample's ``extra_info.answer_sources``
+    (samples that do not say are answerable)."""
+    known = sample.extra_info.get("answer_sources")
+    return known is None or set(shown) <= set(known)
+
+
+def stage_steps(total: int, weights: Sequence[float]) -> list[int]:
+    """``total`` steps split in proportion to ``weights``, rounded so that they add up to ``total``."""
+    bounds = np.round(np.cumsum([0.0, *weights]) / sum(weights) * total).astype(int)
+    return [int(b - a) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def warm_start_stages(cfg: Any, samples: Sequence[PromptSample]) -> list[Stage]:
+    """``mars.sft_warmup.stages`` in order, or one stage: every training prompt, fused. ``mars.sft_warmup.steps`` is
+    split between the stages in proportion to their ``weight`` (default 1).
+
+    A stage shows each prompt ``fused`` or as the mono-source variant of one source (``mars.variant_mode``, as the
+    anchors are built; prompts without that source are left out); ``answerable_only`` keeps the prompts whose shown
+    sources hold the answer. The targets are always the true answers: a stage changes what the model is shown,
+    never what it is told."""
+    from mars.anchors import build_mono_source_variants
+    from mars.training.settings import AnchorSettings
+
+    sft = cfg.mars.sft_warmup
+    specs = sft.get("stages") or [{"view": "fused"}]
+    steps = stage_steps(int(sft.steps), [float(spec.get("weight", 1.0)) for spec in specs])
+    mode = AnchorSettings.from_config(cfg).variant_mode
+    stages = []
+    for spec, n in zip(specs, steps):
+        view, chosen = str(spec["view"]), []
+        for sample in samples:
+            if view == "fused":
+                shown, messages = list(sample.sources), sample.messages
+            else:
+                variant = build_mono_source_variants(sample.messages, sample.sources, mode, [view])
+                if not variant:
+                    continue
+                shown, messages = [view], variant[0].messages
+            if spec.get("answerable_only", False) and not answerable(sample, shown):
+                continue
+            chosen.append(replace(sample, messages=messages))
+        if not chosen and n > 0:
+            raise ValueError(f"mars.sft_warmup.stages: no training prompt for the stage that shows {view} "
+                             f"(answerable_only={spec.get('answerable_only', False)}): more training data, or "
+                             "another stage")
+        stages.append(Stage(view, n, chosen, [sft_target(s) for s in chosen]))
+    return stages
+
+
+def warm_start_identity(cfg: Any, stages: Sequence[Stage]) -> dict[str, Any]:
     """Everything the warm-started weights depend on (the cache key is its hash; it is saved beside the model)."""
     sft = cfg.mars.sft_warmup
     files = cfg.data.train_files
     files = [files] if isinstance(files, str) else list(files)
-    prompts = hashlib.sha256(json.dumps([[s.messages, t] for s, t in zip(samples, targets)], sort_keys=True,
-                                        default=str).encode()).hexdigest()
-    return {
+    pairs = [[s.messages, t] for stage in stages for s, t in zip(stage.samples, stage.targets)]
+    prompts = hashlib.sha256(json.dumps(pairs, sort_keys=True, default=str).encode()).hexdigest()
+    identity = {
         "format": FORMAT,
         "model": str(cfg.actor_rollout_ref.model.path),
         "model_files": _path_identity(str(cfg.actor_rollout_ref.model.path)),
@@ -81,6 +144,9 @@ def warm_start_identity(cfg: Any, samples: Sequence[PromptSample], targets: Sequ
         "temperature": float(cfg.actor_rollout_ref.rollout.temperature) or 1.0,  # the log-probs divide by it
         "device": _device(cfg).type,  # bf16 autocast on cuda, fp32 on the cpu: different weights
     }
+    if sft.get("stages"):
+        identity["stages"] = [[stage.view, stage.steps, len(stage.samples)] for stage in stages]
+    return identity
 
 
 def warm_started_model(cfg: Any, write=print) -> str:
@@ -88,14 +154,13 @@ def warm_started_model(cfg: Any, write=print) -> str:
 
     Built on first use under ``mars.sft_warmup.cache_dir/<key>/`` (default ``outputs/warm_start``) and reused by
     every later run with the same model, data, warm-start settings, seed and device. Returns the model path
-    unchanged when ``mars.sft_warmup.steps`` is 0. A crash while building leaves no entry behind."""
+    unchanged when it has no step to train. A crash while building leaves no entry behind."""
     sft = cfg.mars.get("sft_warmup")
     model_path = str(cfg.actor_rollout_ref.model.path)
     if sft is None or int(sft.steps) <= 0:
         return model_path
-    samples = training_samples(cfg)
-    targets = [sft_target(s) for s in samples]
-    identity = warm_start_identity(cfg, samples, targets)
+    stages = warm_start_stages(cfg, training_samples(cfg))
+    identity = warm_start_identity(cfg, stages)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     root = Path(sft.get("cache_dir") or DEFAULT_CACHE_DIR).absolute()
     final = root / key
@@ -108,7 +173,7 @@ def warm_started_model(cfg: Any, write=print) -> str:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}."))
     try:
-        losses = _train(cfg, samples, targets, tmp, write)
+        losses = _train(cfg, stages, tmp, write)
         summary = {"identity": identity, "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:])),
                    "losses": losses}
         (tmp / DONE).write_text(json.dumps(summary, indent=1))
@@ -124,8 +189,9 @@ def warm_started_model(cfg: Any, write=print) -> str:
     return str(final)
 
 
-def _train(cfg: Any, samples: Sequence[PromptSample], targets: Sequence[str], out: Path, write) -> list[float]:
-    """AdamW on all weights (its own optimizer: the RL optimizer and schedule start fresh afterwards)."""
+def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> list[float]:
+    """AdamW on all weights, one stage after the other (its own optimizer: the RL optimizer and schedule start fresh
+    afterwards)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from mars.hf.decoding import eos_token_ids
@@ -133,7 +199,7 @@ def _train(cfg: Any, samples: Sequence[PromptSample], targets: Sequence[str], ou
     from mars.training.progress import Progress
 
     sft = cfg.mars.sft_warmup
-    steps, batch_size, seed = int(sft.steps), int(sft.batch_size), run_seed(cfg)
+    steps, batch_size, seed = sum(stage.steps for stage in stages), int(sft.batch_size), run_seed(cfg)
     device = _device(cfg)
     set_cpu_threads(cfg, device, write)
     torch.manual_seed(seed)
@@ -147,23 +213,25 @@ def _train(cfg: Any, samples: Sequence[PromptSample], targets: Sequence[str], ou
     eos = tokenizer.convert_ids_to_tokens(sorted(eos_ids)[0])
     temperature = float(cfg.actor_rollout_ref.rollout.temperature) or 1.0
     # prompts and answers are encoded once per sample, not once per draw (the images dominate the data path)
-    encoded: dict[int, tuple[Any, torch.Tensor]] = {}
+    encoded: dict[tuple[int, int], tuple[Any, torch.Tensor]] = {}
 
-    def encode(i: int):
-        if i not in encoded:
-            answer = torch.tensor(tokenizer(targets[i] + eos, add_special_tokens=False)["input_ids"])
-            encoded[i] = (encoder.encode([samples[i].messages], images)[0], answer)
+    def encode(s: int, i: int):
+        if (s, i) not in encoded:
+            stage = stages[s]
+            answer = torch.tensor(tokenizer(stage.targets[i] + eos, add_special_tokens=False)["input_ids"])
+            encoded[s, i] = (encoder.encode([stage.samples[i].messages], images)[0], answer)
             if len(encoded) > 4096:  # a big dataset: bounded memory, re-encoding what falls out
                 encoded.pop(next(iter(encoded)))
-        return encoded[i]
+        return encoded[s, i]
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(sft.lr))
     rng = np.random.default_rng([seed, 7])
     losses: list[float] = []
     bar = Progress(steps, "SFT warm start", write=write)
-    for _ in range(steps):
-        idx = rng.choice(len(samples), size=min(batch_size, len(samples)), replace=False)
-        prompts, answers = zip(*(encode(int(i)) for i in idx))
+    for s in (s for s, stage in enumerate(stages) for _ in range(stage.steps)):
+        n = len(stages[s].samples)
+        idx = rng.choice(n, size=min(batch_size, n), replace=False)
+        prompts, answers = zip(*(encode(s, int(i)) for i in idx))
         width = max(len(a) for a in answers)
         optimizer.zero_grad(set_to_none=True)
         log_prob, _ = response_log_probs(model, prompts, answers, np.arange(len(answers)), width, device, pad_id,

@@ -17,7 +17,8 @@ def prepare_embedded(cfg: Any, write=print) -> None:
         from mars.data.synth.build import synthesize
 
         write(f"building the synthetic {spec.task} dataset in {data_dir} ...")
-        synthesize(spec.task, str(data_dir), int(spec.num), seed=int(spec.seed))
+        synthesize(spec.task, str(data_dir), int(spec.num), seed=int(spec.seed),
+                   val_frac=float(spec.get("val_frac", 0.1)), test_frac=float(spec.get("test_frac", 0.1)))
     model_dir = Path(spec.model_dir)
     uses_model = str(cfg.actor_rollout_ref.model.path) == str(model_dir)
     if uses_model and not (model_dir / "config.json").exists():

@@ -80,10 +80,11 @@ def config_text(cfg: Any) -> str:
 
 
 def config_differences(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Dotted key -> (old value, new value) for every key whose value differs or exists on one side only."""
+    """Dotted key -> (old value, new value) for every key whose value differs or exists on one side only (a key
+    absent on one side and null on the other is no difference: a setting added later with no effect by default)."""
     missing = "<absent>"
     a, b = flatten(old), flatten(new)
-    return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys()) if a.get(k, missing) != b.get(k, missing)}
+    return {k: (a.get(k, missing), b.get(k, missing)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
 
 
 def _allowed(key: str, allowed: Sequence[str]) -> bool:

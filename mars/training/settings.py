@@ -175,4 +175,31 @@ def check_settings(cfg: Any) -> list[str]:
         problems.append(f"mars.filter_mode={cfg.mars.get('filter_mode')}: valid: {', '.join(FILTER_MODES)}")
     if cfg.mars.get("on_bad_row", "error") not in ON_BAD_ROW:
         problems.append(f"mars.on_bad_row={cfg.mars.get('on_bad_row')}: valid: {', '.join(ON_BAD_ROW)}")
+    return problems + warmup_problems(cfg.mars.get("sft_warmup") or {})
+
+
+def warmup_problems(sft: Any) -> list[str]:
+    """Bad values of ``mars.sft_warmup.stages``: a list of ``{view: fused|<source name>, weight: W,
+    answerable_only: true|false}`` (``mars.sft_warmup.steps`` is split between them in proportion to their weights)."""
+    stages = sft.get("stages")
+    if stages is None:
+        return []
+    if isinstance(stages, str) or not hasattr(stages, "__iter__") or not len(stages):
+        return [f"mars.sft_warmup.stages={stages}: valid: null, or a list of {{view: fused|<source>, weight: W, "
+                "answerable_only: true|false}"]
+    problems = []
+    for k, stage in enumerate(stages):
+        where = f"mars.sft_warmup.stages[{k}]"
+        if not hasattr(stage, "get") or not isinstance(stage.get("view"), str) or not stage.get("view"):
+            problems.append(f"{where}: needs view: fused or a source name")
+            continue
+        unknown = set(stage) - {"view", "weight", "answerable_only"}
+        if unknown:
+            problems.append(f"{where}: unknown key(s) {sorted(unknown)}; valid: view, weight, answerable_only")
+        weight = _number(stage.get("weight", 1.0))
+        if weight is None or isinstance(stage.get("weight"), bool) or weight <= 0:
+            problems.append(f"{where}.weight={stage.get('weight')}: valid: a number > 0 (its share of "
+                            "mars.sft_warmup.steps)")
+        if not isinstance(stage.get("answerable_only", False), bool):
+            problems.append(f"{where}.answerable_only={stage.get('answerable_only')}: valid: true, false")
     return problems
