@@ -29,11 +29,19 @@ def run_name(arm: Arm, seed: int) -> str:
 
 def resolve_arm(config_name: str, overrides: Sequence[str], arm: Arm, write=print) -> Arm:
     """The arm with n and K filled in (read from the config and data the arm trains on)."""
-    from mars.config.compose import compose_config
-    from mars.training.embedded import prepare_embedded
-    from mars.data.samples import training_samples
+    import logging
 
-    base = compose_config(config_name, [*overrides, *resolved_overrides(arm)])
+    from mars.config.compose import compose_config
+    from mars.data.samples import training_samples
+    from mars.training.embedded import prepare_embedded
+
+    scoring = logging.getLogger("mars.training.scoring")
+    level = scoring.level
+    scoring.setLevel(logging.ERROR)  # each run's own composition says what it adjusts
+    try:
+        base = compose_config(config_name, [*overrides, *resolved_overrides(arm)])
+    finally:
+        scoring.setLevel(level)
     prepare_embedded(base, write)  # K is read from the data, which the embedded default builds on first use
     n, k = int(base.actor_rollout_ref.rollout.n), anchors_per_prompt(training_samples(base), base.mars)
     return fill_placeholders(arm, n, k)

@@ -54,7 +54,8 @@ def infer_source_names(paths: Sequence[str]) -> list[str]:
     2. a folder named after a modality (``visible``, ``infrared``/``ir``/``thermal``, ``rgb``, ``depth``: LLVIP);
     3. a folder ending in ``_d``/``_depth`` is ``depth``, the one other image ``rgb`` (SpatialQA);
     4. OCR-VQA paths: ``page_1``, ``page_2``, ...;
-    5. otherwise ``image_0``, ``image_1``, ...
+    5. a modality as the file name's last ``_`` part (``000123_infrared.png``: the synthetic tasks' files);
+    6. otherwise ``image_0``, ``image_1``, ...
     """
     posix = [str(p).replace("\\", "/") for p in paths]
     folders = [PurePosixPath(p).parts[:-1] for p in posix]
@@ -68,6 +69,7 @@ def infer_source_names(paths: Sequence[str]) -> list[str]:
         candidates.append(["depth" if flag else "rgb" for flag in depth_flags])
     if any("ocr" in p.lower() for p in posix):
         candidates.append([f"page_{k + 1}" for k in range(len(paths))])
+    candidates.append([_MODALITY_FOLDERS.get(PurePosixPath(p).stem.rsplit("_", 1)[-1].lower()) for p in posix])
     for names in candidates:
         if all(names) and len(set(names)) == len(names):
             return list(names)
