@@ -1,6 +1,6 @@
 """The import layering of the ``mars`` package, read from the source (every import, those inside functions too).
 
-    core      advantage, anchors, rewards, data, processing, evaluation, models, config, training (the step and its
+    core      advantage, anchors, rewards, data, processing, evaluation, models, config, perception, training (the step and its
               helpers): never imports an engine, the transformers layer above it, or a command
     hf        transformers in this process, below both engines: never imports an engine
     engines   local and verl never import each other; only the registry (mars/engines/__init__.py) names both
@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "mars"
-CORE = ("advantage", "anchors", "rewards", "data", "processing", "evaluation", "models", "config", "training")
+CORE = ("advantage", "anchors", "rewards", "data", "processing", "evaluation", "models", "config", "training",
+        "perception")
 ABOVE_CORE = ("mars.engines", "mars.hf", "mars.compare", "mars.cli", "mars.train_cli", "mars.verl_plugin",
               "mars.main_ppo", "mars.inference", "mars.merge", "mars.doctor")
 
