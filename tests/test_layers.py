@@ -1,7 +1,7 @@
 """The import layering of the ``mars`` package, read from the source (every import, those inside functions too).
 
-    core      advantage, anchors, rewards, data, processing, evaluation, models, config, perception, training (the step and its
-              helpers): never imports an engine, the transformers layer above it, or a command
+    core      advantage, anchors, rewards, data, processing, evaluation, models, config, perception, training (the
+              step and its helpers): never imports an engine, the transformers layer above it, or a command
     hf        transformers in this process, below both engines: never imports an engine
     engines   local and verl never import each other; only the registry (mars/engines/__init__.py) names both
     and no import circle between the parts of the package
