@@ -6,6 +6,7 @@ commands:
   mars data synth|convert|check ...                build, convert and validate multi-source datasets
   mars model tiny --out DIR                        build the tiny random-init model (no download)
   mars eval RESULTS.json grounding|vqa THRESHOLD   score inference results (same as evaluation/eval_qwen.sh)
+  mars doctor [--quick] [--json REPORT.json]       self-test of a new node: stack, machine, a smoke run of the loop
 
 mars COMMAND --help describes each.
 """
@@ -22,6 +23,7 @@ COMMANDS = {
     "data": "mars.data.cli",
     "model": "mars.models.cli",
     "eval": "mars.evaluation.cli",
+    "doctor": "mars.doctor.cli",
 }
 
 
