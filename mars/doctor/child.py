@@ -1,8 +1,8 @@
 """``python -m mars.doctor.child -m MODULE ARGS`` or ``... SCRIPT ARGS``: run a module or a script as ``python``
-would, with Ctrl-C's default handling, and write its peak GPU memory (``torch.cuda.max_memory_allocated``) to the
-file named by ``MARS_DOCTOR_GPU_PEAK`` when it exits. The doctor runs the smoke parts' Python through this, also
-inside the repository's shell scripts (a ``python`` on their PATH that calls it), because only the process that
-allocated the memory can read its peak.
+would, and write its peak GPU memory (``torch.cuda.max_memory_allocated``) to the file named by
+``MARS_DOCTOR_GPU_PEAK`` when it exits. The doctor runs the smoke parts' Python through this, also inside the
+repository's shell scripts (a ``python`` on their PATH that calls it), because only the process that allocated the
+memory can read its peak.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import atexit
 import json
 import os
 import runpy
-import signal
 import sys
 
 
@@ -31,9 +30,6 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m mars.doctor.child -m MODULE [ARGS] | SCRIPT [ARGS]")
     if argv[0].startswith("-") and argv[0] != "-m":  # another interpreter option: nothing to measure
         os.execv(sys.executable, [sys.executable, *argv])
-    # Ctrl-C's KeyboardInterrupt, also when the doctor runs in the background, which starts children with SIGINT
-    # ignored: the doctor stops a part with SIGINT so that a training shuts its Ray down
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     atexit.register(write_gpu_peak)
     if argv[0] == "-m":
         sys.argv = [argv[1], *argv[2:]]

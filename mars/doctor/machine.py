@@ -99,12 +99,12 @@ def check_nccl(info: dict | str, used: int) -> Check:
     return Check("nccl", "pass", f"NCCL {info['nccl']}")
 
 
-def check_allreduce(used: int, run: Callable[[list[str], str, float], Outcome]) -> Check:
+def check_allreduce(used: int, run: Callable[[list[str], str, float], Outcome], backend: str = "nccl") -> Check:
     """Two ranks, one GPU each, NCCL: what every multi-GPU step of the verl engine does first. ``run`` runs the
     probe as a logged child (argv, name, timeout)."""
     if used < 2:
         return Check("nccl all-reduce", "skip", f"{used} GPU(s): a two-rank all-reduce needs 2")
-    outcome = run([sys.executable, "-m", "mars.doctor.probe", "allreduce", "2"], "allreduce", 180.0)
+    outcome = run([sys.executable, "-m", "mars.doctor.probe", "allreduce", "2", backend], "allreduce", 180.0)
     lines = last_lines(outcome.log, 40)
     result = next((json.loads(line) for line in reversed(lines) if line.startswith('{"ranks"')), None)
     fix = ("rerun with NCCL_DEBUG=INFO to see where it stops; NCCL_P2P_DISABLE=1 tells whether peer-to-peer "

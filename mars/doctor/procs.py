@@ -8,6 +8,7 @@ the marker once the child has exited are what it left behind; they are found in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +71,23 @@ def _stop_group(proc: subprocess.Popen, first: int, grace: float = 30.0) -> None
             continue
 
 
+@contextlib.contextmanager
+def ctrl_c_for_children() -> Iterator[None]:
+    """Children start with Ctrl-C's default action, also when the doctor itself runs with SIGINT ignored (started
+    in the background): an exec resets a handled signal to its default, but keeps an ignored one ignored, and the
+    doctor stops a part with SIGINT so that a training shuts its Ray down."""
+    try:
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler) if ignored else None
+    except ValueError:  # not the main thread: signals cannot be set there
+        previous = None
+    try:
+        yield
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
 def run_logged(argv: list[str], log: Path, env: dict[str, str], cwd: Path, timeout: float, token: str,
                settle: float = 2.0) -> Outcome:
     """Run ``argv`` with its output in ``log``; afterwards stop what it left behind (after ``settle`` seconds for
@@ -79,10 +98,10 @@ def run_logged(argv: list[str], log: Path, env: dict[str, str], cwd: Path, timeo
     env = {**env, MARKER: token, GPU_PEAK: str(gpu_file)}
     start = time.monotonic()
     try:
-        with open(log, "wb") as out:
+        with open(log, "wb") as out, ctrl_c_for_children():
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                     cwd=cwd, start_new_session=True)
-            code, rss = _wait(proc, timeout)
+        code, rss = _wait(proc, timeout)
     except KeyboardInterrupt:  # Ctrl-C stops the doctor, and nothing it started stays behind
         stop_leftovers(token, settle)
         raise
