@@ -7,6 +7,7 @@ commands:
   mars model tiny --out DIR                        build the tiny random-init model (no download)
   mars eval RESULTS.json grounding|vqa THRESHOLD   score inference results (same as evaluation/eval_qwen.sh)
   mars eval sources MODEL QUESTIONS [OPTIONS]      accuracy fused and per source (evaluation/eval_sources.sh)
+  mars doctor [--quick] [--json REPORT.json]       self-test of a new node: stack, machine, a smoke run of the loop
 
 mars COMMAND --help describes each.
 """
@@ -23,6 +24,7 @@ COMMANDS = {
     "data": "mars.data.cli",
     "model": "mars.models.cli",
     "eval": "mars.evaluation.cli",
+    "doctor": "mars.doctor.cli",
 }
 # two-word commands, looked up before the one-word ones
 SUBCOMMANDS = {
