@@ -41,7 +41,7 @@ def plot_curves(summary: dict[str, Any], out_path: str | Path) -> Path | None:
     rows = [("val/reward", "validation reward")] + ([(acc_key, f"validation {acc_key.split('/', 1)[1]}")]
                                                     if acc_key else [])
     if any("val/interference_rate" in r.get("curves", {}) for a in arms for r in a["runs"].values()):
-        rows.append(("val/interference_rate", "validation interference (fused wrong, a source alone right)"))
+        rows.append(("val/interference_rate", "interference rate"))
     fig, axes = plt.subplots(len(rows), 2, figsize=(13, 4 * len(rows)), squeeze=False)
     colours = plt.get_cmap("tab10")
     for r, (key, title) in enumerate(rows):

@@ -7,7 +7,9 @@ Per run (one arm, one seed), from its metrics:
     val_accuracy_final   the last validation accuracy: ``val/accuracy`` (VQA) or ``val/iou`` (grounding, the
                          reward's IoU part), named in ``accuracy_key`` (see ``accuracy_key_of``)
     view/<v>_final       the last validation accuracy per view (``fused``, each source alone; per-view validation,
-                         ``mars.training.validation``), and ``interference_start`` / ``interference_final``: the
+                         ``mars.training.validation``), ``view/fused_mean``: the fused accuracy's mean over the
+                         validations after step 0 (how fast it recovers), and ``interference_start`` /
+                         ``interference_final``: the
                          share of validation prompts answered wrong fused but right by a source alone
     generated_tokens     every token the run generated for training (rollouts, anchors and the groups DAPO's
                          filter dropped; validation answers not counted): the sum of ``mars/generated_tokens``
@@ -39,7 +41,7 @@ from mars.training.checkpoint import write_text_atomic
 from mars.training.tracking import read_history
 
 ACCURACY_KEYS = ("val/accuracy", "val/iou")
-PAIRED_METRICS = ("val_reward_final", "val_reward_mean", "val_accuracy_final", "view/fused_final")
+PAIRED_METRICS = ("val_reward_final", "val_reward_mean", "val_accuracy_final", "view/fused_final", "view/fused_mean")
 DIAGNOSTICS = ("mars/signal_mars_only", "mars/signal_grpo_only", "mars/signal_groups", "mars/signal_groups_grpo",
                "mars/information_gain", "mars/anchor_reward", "mars/multi_source_reward")
 # DAPO's dynamic sampling (mars/training/step.py): generation batches per step, share of groups it kept
@@ -88,8 +90,13 @@ def run_stats(history: Sequence[dict[str, float]], wall_s: float | None = None) 
         stats["interference_final"] = views["value"][-1]
         stats["curves"]["val/interference_rate"] = views
         for key in sorted({k for h in history for k in h if k.startswith("val/view/") and k.endswith("/accuracy")}):
-            stats[f"view/{key.split('/')[2]}_final"] = curve(history, key)["value"][-1]
-            stats["curves"][key] = curve(history, key)
+            points = curve(history, key)
+            stats[f"view/{key.split('/')[2]}_final"] = points["value"][-1]
+            stats["curves"][key] = points
+        fused = curve(history, "val/view/fused/accuracy")
+        trained = [v for step, v in zip(fused["step"], fused["value"]) if step > 0]
+        if trained:  # how fast the fused answer recovers, not only where it ends
+            stats["view/fused_mean"] = float(np.mean(trained))
     keys = sorted({k for h in steps for k in h if k.startswith("mars/anchor_reward/")} | set(DIAGNOSTICS))
     if not any("mars/anchor_reward" in h for h in steps):  # no anchors (a GRPO arm): MARS's columns say nothing
         keys = [k for k in keys if k in ("mars/signal_groups_grpo", "mars/multi_source_reward")]
@@ -190,8 +197,8 @@ def markdown_table(summary: dict[str, Any]) -> str:
                       if k.startswith("mars/anchor_reward/")})
     acc = next((a["accuracy_key"] for a in summary["arms"] if a["accuracy_key"]), None)
     dapo = any("mars/filter/gen_batches" in a["stats"] for a in summary["arms"])
-    views = sorted({k[len("view/"):-len("_final")] for a in summary["arms"] for k in a["stats"] if k.startswith("view/")},
-                   key=lambda v: (v != "fused", v))
+    views = sorted({k[len("view/"):-len("_final")] for a in summary["arms"] for k in a["stats"]
+                    if k.startswith("view/") and k.endswith("_final")}, key=lambda v: (v != "fused", v))
     head = ["arm", "seeds", "val reward start", "val reward final", "val reward mean", f"{acc or 'accuracy'} final",
             *[f"accuracy {v} final" for v in views], *(["interference start", "interference final"] if views else []),
             "gen. tokens (k)", "train s", "wall s", "MARS-only", "GRPO-only", "steps MARS-only", "info gain",
@@ -213,13 +220,15 @@ def markdown_table(summary: dict[str, Any]) -> str:
     labels = {a["name"]: a["label"] for a in summary["arms"]}
     if summary["paired"]:
         lines += ["", "| paired difference (mean ± sd over seeds [95% t-interval]) | seeds | val reward final | "
-                      f"val reward mean | {acc or 'accuracy'} final | fused accuracy final | MARS ahead (final reward) "
-                      "| per seed (final reward) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+                      f"val reward mean | {acc or 'accuracy'} final | fused accuracy final | fused accuracy mean | "
+                      "MARS ahead (final reward) | per seed (final reward) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for p in summary["paired"]:
             per_seed = ", ".join(f"{d:+.3f}" for d in p["val_reward_final"]["per_seed"])
             lines.append(f"| {labels[p['arm']]} − {labels[p['baseline']]} | {len(p['seeds'])} | "
                          f"{_with_ci(p['val_reward_final'])} | {_with_ci(p['val_reward_mean'])} | "
                          f"{_with_ci(p['val_accuracy_final'])} | {_with_ci(p.get('view/fused_final'))} | "
+                         f"{_with_ci(p.get('view/fused_mean'))} | "
                          f"{p['val_reward_final']['ahead']} of {p['val_reward_final']['n']} | {per_seed} |")
     return "\n".join(lines) + "\n"
 
