@@ -1,17 +1,20 @@
 """usage: mars train [--config-name NAME] [--cfg job [--package KEY]] [KEY=VALUE ...]
 
 Trains a policy with GRPO+MARS. With no arguments: the embedded default, a tiny Qwen2.5-VL built locally and a
-synthetic infrared+visible dataset ("is there a person?"), trained on the CPU in about two minutes (no download).
-Every KEY=VALUE is a Hydra override with verl's key names. A run lives in trainer.default_local_dir; running the same command again resumes
-it, or reports it when it is complete.
+synthetic infrared+visible dataset ("is there a person?"), warm-started so that the visible image misleads its fused
+answers, then trained on the CPU in a few minutes (no download); it reports the accuracy fused and per source.
+Every KEY=VALUE is a Hydra override with verl's key names. A run lives in trainer.default_local_dir; running the same
+command again resumes it, or reports it when it is complete.
 
 examples:
   mars train                                          the embedded default
   mars train preset=dapo trainer.experiment_name=dapo DAPO+MARS, in its own run directory
   mars train trainer.total_training_steps=20          continue the default run to 20 steps
+  mars train --config-name embedded                   the same scenes, warmed up on every fused prompt (no interference)
   mars train --config-name embedded_grounding         the embedded person-grounding task (boxes)
   mars train trainer.resume_mode=disable              start the default run over
-  mars train trainer.engine=verl                      the same configuration on verl's Ray workers (GPUs or CPU)
+  mars train trainer.engine=verl trainer.experiment_name=verl
+                                                      the same configuration on verl's Ray workers (GPUs or CPU)
   mars train --config-name mars_trainer data.train_files=TRAIN.parquet data.val_files=VAL.parquet \\
       actor_rollout_ref.model.path=MODEL              the reference settings on your own data and model
   mars train --cfg job --package mars                 print the MARS settings only, and exit
