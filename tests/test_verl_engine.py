@@ -462,9 +462,10 @@ def test_grpo_fit_validates_trains_checkpoints_and_resumes(tokenizer_dir, depth_
     """MarsRayPPOTrainer.fit: verl's validation before and after, two MARS steps (one generation call each),
     verl's checkpoint at the last step; then a resumed run continues at step 3 from that checkpoint."""
     ANSWERED.clear()
+    # verl's own validation here (the per-view one adds a generation call per validation: tests/test_verl_cpu_e2e.py)
     cfg = compose(tokenizer_dir, depth_data, tmp_path / "run", "grpo", "trainer.total_training_steps=2",
                   "trainer.save_freq=2", "trainer.test_freq=2", "trainer.val_before_train=true",
-                  "actor_rollout_ref.actor.calculate_sum_pi_squared=true")
+                  "actor_rollout_ref.actor.calculate_sum_pi_squared=true", "mars.val_views=false")
     trainer = build_trainer(cfg, tokenizer_dir)
     batch_ends = []
     trainer.train_dataset.on_batch_end = lambda batch: batch_ends.append(list(batch.non_tensor_batch["uid"]))

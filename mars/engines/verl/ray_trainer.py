@@ -159,7 +159,11 @@ class MarsRayPPOTrainer(RayPPOTrainer):
         if engine is not None and self.config.mars.get("val_views", True):
             expected = expected_num_images(self.config.mars)
             samples = [s for batch in self.val_dataloader for s in samples_from_batch(batch, expected)]
-            views = validate(engine, samples, self.config, shaping=True)
+            engine.validating = True
+            try:
+                views = validate(engine, samples, self.config, shaping=True)
+            finally:
+                engine.validating = False
             metrics.update({key: value for key, value in views.items() if is_view_metric(key)})
         return metrics
 

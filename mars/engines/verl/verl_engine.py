@@ -51,6 +51,7 @@ class VerlEngine:
         self.last_update: DataProto | None = None  # the rows of the last update, for verl's data metrics
         self._metrics: dict[str, float] = {}  # verl-side metrics of the current step (balance, entropy, timing)
         self._old_log_prob_extras: dict[str, torch.Tensor] = {}  # sum_pi_squared / routed_experts, step order
+        self.validating = False  # set around the per-view validation's generation (MarsRayPPOTrainer._validate)
 
     # ------------------------------------------------------------------------------------------ rollout servers
 
@@ -80,6 +81,8 @@ class VerlEngine:
         # the agent-loop manager splits a request evenly over its workers: pad with copies, drop their outputs
         padded, pad_size = pad_dataproto_to_divisor(generation, int(rollout.agent.num_workers))
         padded.meta_info = {"global_steps": self.trainer.global_steps}
+        if self.validating:  # verl's agent loop then decodes with rollout.val_kwargs and records nothing for training
+            padded.meta_info["validate"] = True
         if not self.rollout_awake:
             self.sync_weights()
         output = unpad_dataproto(self.trainer.async_rollout_manager.generate_sequences(padded), pad_size)
