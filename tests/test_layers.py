@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "mars"
 CORE = ("advantage", "anchors", "rewards", "data", "processing", "evaluation", "models", "config", "training",
         "perception")
 ABOVE_CORE = ("mars.engines", "mars.hf", "mars.compare", "mars.cli", "mars.train_cli", "mars.verl_plugin",
-              "mars.main_ppo", "mars.inference", "mars.merge", "mars.doctor")
+              "mars.main_ppo", "mars.inference", "mars.per_source", "mars.merge", "mars.doctor")
 
 
 def module_name(path: Path) -> str:

@@ -1,7 +1,8 @@
 """The end of a run, the same on both engines: read back from the run folder, so a resumed run is summed up whole.
 
-    validation reward: 1.313 before training -> 1.354 after 10 steps
-    anchors: MARS-only signal on 9 of 10 steps (...)
+    validation reward: 1.202 before training -> 1.486 after 10 steps
+    validation accuracy per view (step 0 -> step 10): fused 0.70 -> 0.99, visible 0.43 -> 0.51, infrared 0.99 -> 0.99; ...
+    anchors: MARS-only signal on 10 of 10 steps (...)
     policy saved to RUN/huggingface; plots in RUN/training.png
 
 ``result.json`` is written last: a folder with it holds a complete run (``mars.training.run_dir``).
