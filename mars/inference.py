@@ -42,7 +42,7 @@ def image_search_dirs(questions: Path) -> list[Path]:
     return list(dict.fromkeys(d.resolve() for d in dirs))
 
 
-def resolve_images(items: list[dict[str, Any]], questions: Path, search: list[Path]) -> None:
+def resolve_images(items: list[dict[str, Any]], questions: Path, search: list[Path], prog: str = "inference") -> None:
     """Make every relative image path absolute (in place), or stop before the model loads, naming the question and
     the places looked in: a missing image found hours into inference would waste the run."""
     for i, item in enumerate(items):
@@ -56,7 +56,7 @@ def resolve_images(items: list[dict[str, Any]], questions: Path, search: list[Pa
             found = next((c for c in candidates if c.is_file()), None)
             if found is None:
                 tried = ", ".join(str(d) for d in search)
-                raise SystemExit(f"inference: {questions} item {i}: image {image!r} not found "
+                raise SystemExit(f"{prog}: {questions} item {i}: image {image!r} not found "
                                  f"(relative paths are looked up in: {tried}); run from the directory the paths "
                                  f"are relative to, or make them absolute")
             part["image"] = str(found)

@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not items:
         print(f"mars eval sources: {args.questions} holds no questions", file=sys.stderr)
         return EXIT_INPUT_ERROR
-    resolve_images(items, args.questions, image_search_dirs(args.questions))  # stops before the model loads
+    resolve_images(items, args.questions, image_search_dirs(args.questions), "mars eval sources")  # before loading
     task = args.task or guess_task(items)
     try:
         for index, item in enumerate(items):  # bad ground truths stop here, before the model loads, naming the item
