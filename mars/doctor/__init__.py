@@ -7,6 +7,6 @@
     report.py   the table on the terminal and the JSON report
     cli.py      the command line and the order of the checks
 
-Every check is a small function returning ``Check`` rows; nothing here imports ``mars.trainer`` or
+Every check is a small function returning ``Check`` rows; nothing here imports ``mars.training`` or
 ``mars.engines``: trainings run through the ``mars`` command line, as a user runs them.
 """
