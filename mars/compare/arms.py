@@ -6,6 +6,9 @@
                 "more samples" shows up here too (the fair control for the anchors' extra generations)
     dapo, dapo_mars, dapo_nk    the same three with ``preset=dapo``
 
+Known beside the six, run when named: the perception-aware methods (docs/methods.md), each with GRPO and with
+GRPO+MARS: ``grpo_vgpo``, ``grpo_papo``, ``grpo_vppo``, ``grpo_mars_vgpo``, ``grpo_mars_papo``, ``grpo_mars_vppo``.
+
 n is the config's ``actor_rollout_ref.rollout.n`` (after the overrides for every arm); K is the number of anchors
 a training prompt gets (sources selected by ``mars.anchor_sources`` x ``mars.anchor.n``), read from the data.
 An arm's overrides may say ``{n}``, ``{k}`` or ``{n_plus_k}``; they are filled in per arm.
@@ -29,8 +32,15 @@ DEFAULT_ARMS: dict[str, list[str]] = {
     "dapo_mars": ["preset=dapo", f"{ESTIMATOR}=mars"],
     "dapo_nk": ["preset=dapo", f"{ESTIMATOR}=grpo", f"{ROLLOUT_N}={{n_plus_k}}"],
 }
+PERCEPTION_ARMS: dict[str, list[str]] = {
+    f"grpo{mars}_{method}": [f"{ESTIMATOR}={'mars' if mars else 'grpo'}", f"perception={method}"]
+    for mars in ("", "_mars") for method in ("vgpo", "papo", "vppo")
+}
+KNOWN_ARMS = {**DEFAULT_ARMS, **PERCEPTION_ARMS}
 LABELS = {"grpo": "GRPO n={n}", "grpo_mars": "GRPO+MARS n={n} K={k}", "grpo_nk": "GRPO n+K={n_plus_k}",
-          "dapo": "DAPO n={n}", "dapo_mars": "DAPO+MARS n={n} K={k}", "dapo_nk": "DAPO n+K={n_plus_k}"}
+          "dapo": "DAPO n={n}", "dapo_mars": "DAPO+MARS n={n} K={k}", "dapo_nk": "DAPO n+K={n_plus_k}",
+          **{name: ("GRPO+MARS" if "_mars_" in name else "GRPO") + "+" + name.rsplit("_", 1)[1].upper()
+             + (" n={n} K={k}" if "_mars_" in name else " n={n}") for name in PERCEPTION_ARMS}}
 
 
 @dataclass
@@ -43,6 +53,11 @@ class Arm:
         """The preset it runs (the last ``preset=`` override; grpo when none): arms are paired within a family."""
         presets = [o.split("=", 1)[1] for o in self.overrides if o.startswith("preset=")]
         return presets[-1] if presets else "grpo"
+
+    def perception(self) -> str:
+        """The perception-aware method it runs (the last ``perception=`` override; none when none)."""
+        values = [o.split("=", 1)[1] for o in self.overrides if o.startswith("perception=")]
+        return values[-1] if values else "none"
 
     def estimator(self) -> str:
         values = [o.split("=", 1)[1] for o in self.overrides if o.startswith(ESTIMATOR + "=")]
@@ -59,20 +74,20 @@ def parse_arm_spec(spec: str) -> tuple[str, list[str]]:
 
 
 def select_arms(names: Sequence[str] | None, specs: Sequence[str] = ()) -> list[Arm]:
-    """The arms to run: ``names`` from the defaults (all six when None), then every ``--arm`` spec, which adds its
-    overrides to a default arm of that name or defines a new arm."""
+    """The arms to run: ``names`` among the known arms (the default six when None), then every ``--arm`` spec, which
+    adds its overrides to a known arm of that name or defines a new arm."""
     arms: dict[str, Arm] = {}
     for name in names if names is not None else list(DEFAULT_ARMS):
-        if name not in DEFAULT_ARMS:
-            raise ValueError(f"unknown arm {name!r}: the defaults are {', '.join(DEFAULT_ARMS)}; define a new one "
+        if name not in KNOWN_ARMS:
+            raise ValueError(f"unknown arm {name!r}: known arms are {', '.join(KNOWN_ARMS)}; define a new one "
                              f"with --arm '{name}: KEY=VALUE ...'")
-        arms[name] = Arm(name, list(DEFAULT_ARMS[name]), LABELS[name])
+        arms[name] = Arm(name, list(KNOWN_ARMS[name]), LABELS[name])
     for spec in specs:
         name, overrides = parse_arm_spec(spec)
         if name in arms:
             arms[name].overrides += overrides
-        elif name in DEFAULT_ARMS:
-            arms[name] = Arm(name, list(DEFAULT_ARMS[name]) + overrides, LABELS[name])
+        elif name in KNOWN_ARMS:
+            arms[name] = Arm(name, list(KNOWN_ARMS[name]) + overrides, LABELS[name])
         else:
             arms[name] = Arm(name, overrides, name)
     if not arms:

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mars.compare.arms import Arm
+from mars.compare.arms import ROLLOUT_N, Arm
 from mars.training.checkpoint import write_text_atomic
 from mars.training.tracking import read_history
 
@@ -132,23 +132,35 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> list[float] | No
 
 
 def paired_differences(per_run: dict[str, dict[int, dict[str, Any]]], arms: Sequence[Arm]) -> list[dict[str, Any]]:
-    """Each MARS arm minus each other arm of its family, seed by seed (only seeds both arms finished)."""
+    """Seed by seed (only seeds both arms finished), within a family: each MARS arm minus each non-MARS arm of the
+    same perception method (MARS's effect), and each perception-aware arm minus the arm of the same estimator
+    without one (the method's effect)."""
     out = []
-    for a in arms:
-        if a.estimator() != "mars":
-            continue
-        for b in arms:
-            if b is a or b.family() != a.family() or b.estimator() == "mars":
-                continue
-            seeds = sorted(set(per_run.get(a.name, {})) & set(per_run.get(b.name, {})))
-            entry: dict[str, Any] = {"arm": a.name, "baseline": b.name, "seeds": seeds}
-            for metric in PAIRED_METRICS:
-                diffs = [per_run[a.name][s][metric] - per_run[b.name][s][metric] for s in seeds
-                         if per_run[a.name][s].get(metric) is not None and per_run[b.name][s].get(metric) is not None]
-                entry[metric] = {**spread(diffs), "ahead": sum(d > 0 for d in diffs), "per_seed": diffs,
-                                 "ci95": t_interval(diffs)}
-            out.append(entry)
+    for a, b in comparable_pairs(arms):
+        seeds = sorted(set(per_run.get(a.name, {})) & set(per_run.get(b.name, {})))
+        entry: dict[str, Any] = {"arm": a.name, "baseline": b.name, "seeds": seeds}
+        for metric in PAIRED_METRICS:
+            diffs = [per_run[a.name][s][metric] - per_run[b.name][s][metric] for s in seeds
+                     if per_run[a.name][s].get(metric) is not None and per_run[b.name][s].get(metric) is not None]
+            entry[metric] = {**spread(diffs), "ahead": sum(d > 0 for d in diffs), "per_seed": diffs,
+                             "ci95": t_interval(diffs)}
+        out.append(entry)
     return out
+
+
+def comparable_pairs(arms: Sequence[Arm]) -> list[tuple[Arm, Arm]]:
+    """(arm, baseline) pairs of ``paired_differences``."""
+    pairs = []
+    for a in arms:
+        for b in arms:
+            if b is a or b.family() != a.family():
+                continue
+            mars_effect = a.estimator() == "mars" and b.estimator() != "mars" and a.perception() == b.perception()
+            method_effect = (a.perception() != "none" and b.perception() == "none" and a.estimator() == b.estimator()
+                             and not any(o.startswith(ROLLOUT_N + "=") for o in b.overrides))  # not the n+K control
+            if mars_effect or method_effect:
+                pairs.append((a, b))
+    return pairs
 
 
 def summarize(arms: Sequence[Arm], seeds: Sequence[int], runs: dict[str, Any]) -> dict[str, Any]:

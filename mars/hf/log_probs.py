@@ -14,12 +14,14 @@ import torch
 from mars.processing import PromptInputs, collate
 
 
-def response_log_probs(model, prompts: Sequence[PromptInputs], responses: Sequence[torch.Tensor], rows: np.ndarray,
-                       width: int, device: torch.device, pad_id: int, temperature: float, autocast,
-                       entropy: bool = False):
-    """(b, width) log-probs of the responses of ``rows`` (zeros past each response); optionally entropies.
+def teacher_forced(model, prompts: Sequence[PromptInputs], responses: Sequence[torch.Tensor], rows: np.ndarray,
+                   width: int, device: torch.device, pad_id: int, temperature: float, autocast,
+                   hidden_states: bool = False):
+    """One forward of the prompt+response sequences of ``rows``: (log_probs (b, width, V) at the response positions,
+    targets (b, width), valid (b, width) bool, last-layer states (b, L, H) or None, the collated batch).
 
-    ``prompts[i]`` is the encoded prompt of row i and ``responses[i]`` its generated token ids (no padding)."""
+    ``prompts[i]`` is the encoded prompt of row i and ``responses[i]`` its generated token ids (no padding).
+    ``hidden_states`` keeps the last layer's output (a hook on the decoder: never every layer's states)."""
     sequences = []
     for i in rows:
         p = prompts[i]
@@ -37,17 +39,32 @@ def response_log_probs(model, prompts: Sequence[PromptInputs], responses: Sequen
     # only the response positions go through the LM head (the prompt is most of a sequence): profiled, the LM head
     # and its log-softmax over every position were a third of a warm-start step of the tiny model
     first = int(positions.min())
-    with autocast():
-        logits = model(**batch, use_cache=False, logits_to_keep=torch.arange(first, seq_len, device=device)).logits
+    captured = []
+    hook = None
+    if hidden_states:
+        hook = model.get_decoder().register_forward_hook(lambda module, args, output: captured.append(output[0]))
+    try:
+        with autocast():
+            logits = model(**batch, use_cache=False, logits_to_keep=torch.arange(first, seq_len, device=device)).logits
+    finally:
+        if hook is not None:
+            hook.remove()
     logits = logits.float()
     kept = positions - first
     picked = logits.gather(1, kept.unsqueeze(-1).expand(-1, -1, logits.shape[-1])) / temperature
     targets = batch["input_ids"].gather(1, (positions + 1).clamp(max=seq_len - 1))
-    log_probs = torch.log_softmax(picked, dim=-1)
-    token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     lengths = torch.tensor([len(responses[i]) for i in rows], device=device)
     valid = torch.arange(width, device=device).unsqueeze(0) < lengths.unsqueeze(1)
-    token_lp = token_lp * valid
+    return torch.log_softmax(picked, dim=-1), targets, valid, (captured[-1] if captured else None), batch
+
+
+def response_log_probs(model, prompts: Sequence[PromptInputs], responses: Sequence[torch.Tensor], rows: np.ndarray,
+                       width: int, device: torch.device, pad_id: int, temperature: float, autocast,
+                       entropy: bool = False):
+    """(b, width) log-probs of the responses of ``rows`` (zeros past each response); optionally entropies."""
+    log_probs, targets, valid, _, _ = teacher_forced(model, prompts, responses, rows, width, device, pad_id,
+                                                     temperature, autocast)
+    token_lp = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * valid
     if not entropy:
         return token_lp, None
     ent = -(log_probs.exp() * log_probs).sum(-1) * valid

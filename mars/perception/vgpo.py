@@ -63,6 +63,14 @@ def vgpo_weights(similarity: torch.Tensor, response_mask: torch.Tensor, group_id
                  gamma: float = 0.5, kappa: float = 0.2) -> torch.Tensor:
     """(B, T) token weights ``alpha_i * psi_{i,t}`` (module docstring). ``similarity`` in [0, 1], (B, T);
     ``response_mask`` (B, T), left-aligned responses; ``group_ids`` (B,): the GRPO group of each row."""
+    alpha, psi = vgpo_terms(similarity, response_mask, group_ids, beta, gamma, kappa)
+    weights = alpha.unsqueeze(1) * psi
+    return torch.where(response_mask.bool(), weights, torch.ones_like(weights)).to(similarity.dtype)
+
+
+def vgpo_terms(similarity: torch.Tensor, response_mask: torch.Tensor, group_ids: Sequence, beta: float = 0.3,
+               gamma: float = 0.5, kappa: float = 0.2) -> tuple[torch.Tensor, torch.Tensor]:
+    """(alpha (B,), psi (B, T)) in float64: the two factors of the weights, before their product."""
     mask = response_mask.bool()
     w = similarity.double() * mask
     lengths = mask.sum(dim=-1, keepdim=True).clamp_min(1)
@@ -84,9 +92,7 @@ def vgpo_weights(similarity: torch.Tensor, response_mask: torch.Tensor, group_id
     count = torch.zeros(n_groups, dtype=phi.dtype, device=phi.device).index_add_(0, group, torch.ones_like(phi))
     mean_phi = torch.zeros(n_groups, dtype=phi.dtype, device=phi.device).index_add_(0, group, phi_hat) / count
     alpha = (1 + phi_hat - mean_phi[group]).clamp(*ALPHA_CLAMP)
-
-    weights = alpha.unsqueeze(1) * psi
-    return torch.where(mask, weights, torch.ones_like(weights)).to(similarity.dtype)
+    return alpha, psi
 
 
 def vgpo_weights_reference(similarity, response_mask, group_ids, beta=0.3, gamma=0.5, kappa=0.2) -> torch.Tensor:

@@ -14,6 +14,8 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 
+from mars.perception.views import AlteredView
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -66,6 +68,10 @@ class RolloutBatch:
     def __len__(self) -> int:
         return len(self.group_ids)
 
+    def row_sources(self) -> list[list[str]]:
+        """The source name of each image of each row, from its sample."""
+        return [list(getattr(sample, "sources", None) or []) for sample in self.samples]
+
     def select(self, rows: np.ndarray | Sequence[int]) -> "RolloutBatch":
         rows = np.asarray(rows, dtype=np.int64)
         return replace(
@@ -104,6 +110,31 @@ class RolloutBatch:
         )
 
 
+@dataclass(frozen=True)
+class PerceptionRequest:
+    """What a perception-aware method asks of the actor's old-log-prob pass, besides the log-probs.
+
+    ``similarity``: VGPO's hidden-state similarity of each response token to the image (from the real forward);
+    ``views``: altered images under which the sampled tokens' log-probs and the per-token KL to the real
+    distribution are computed. Masks depend on (``seed``, ``step``, group id) only."""
+
+    views: tuple[AlteredView, ...] = ()
+    similarity: bool = False
+    seed: int = 0
+    step: int = 0
+
+
+@dataclass(frozen=True)
+class PerceptionLoss:
+    """PAPO's term of the policy loss (``mars.perception.papo``): a second forward with gradient on ``view``."""
+
+    view: AlteredView
+    kl_coef: float
+    entropy_coef: float
+    seed: int = 0
+    step: int = 0
+
+
 @dataclass
 class PolicyBatch:
     """What a policy update needs, besides the rows: per-token advantages and log-probs, (B, T) each."""
@@ -112,6 +143,7 @@ class PolicyBatch:
     advantages: torch.Tensor
     old_log_probs: torch.Tensor
     ref_log_probs: torch.Tensor | None
+    perception_loss: PerceptionLoss | None = None
 
 
 class Engine(Protocol):
@@ -129,6 +161,12 @@ class Engine(Protocol):
 
     def compute_log_probs(self, rows: RolloutBatch, model: str = "actor") -> torch.Tensor:
         """(B, T) log-probabilities of the generated tokens under the ``actor`` or the ``ref`` model."""
+
+    def compute_log_probs_with_signals(
+        self, rows: RolloutBatch, request: PerceptionRequest
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The actor's (B, T) log-probs and the perception signals of ``request`` (``mars.hf.perception``), (B, T)
+        each, keyed ``similarity``, ``log_probs/<view>``, ``kl/<view>``; no gradient."""
 
     def update_policy(self, batch: PolicyBatch) -> dict[str, float]:
         """One PPO update (mini-batches, micro-batches, verl's losses) on the rows; returns ``actor/*`` metrics."""

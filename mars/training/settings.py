@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mars.anchors import VARIANT_MODES
+from mars.perception.methods import PerceptionSettings, perception_problems, perception_settings
 from mars.training.interface import Sampling
 
 ESTIMATOR_WITH_ANCHORS = "mars"  # the estimator that takes the anchors' rewards (mars.advantage.verl_estimator)
@@ -91,6 +92,7 @@ class StepSettings:
     filter_mode: str
     max_num_gen_batches: int
     algorithm: Any
+    perception: PerceptionSettings = PerceptionSettings()
 
     @classmethod
     def from_config(cls, cfg: Any) -> "StepSettings":
@@ -111,6 +113,7 @@ class StepSettings:
             filter_mode=str(cfg.mars.filter_mode),
             max_num_gen_batches=int(filter_cfg.max_num_gen_batches),
             algorithm=cfg.algorithm,
+            perception=perception_settings(cfg),
         )
 
     @property
@@ -175,6 +178,10 @@ def check_settings(cfg: Any) -> list[str]:
         problems.append(f"mars.filter_mode={cfg.mars.get('filter_mode')}: valid: {', '.join(FILTER_MODES)}")
     if cfg.mars.get("on_bad_row", "error") not in ON_BAD_ROW:
         problems.append(f"mars.on_bad_row={cfg.mars.get('on_bad_row')}: valid: {', '.join(ON_BAD_ROW)}")
+    problems += perception_problems(perception_settings(cfg))
+    if str(cfg.trainer.get("engine", "local")) == "verl" and perception_settings(cfg).name == "papo":
+        problems.append("perception=papo runs on trainer.engine=local only: its loss needs a second forward with "
+                        "gradient inside verl's actor update, which MARS does not extend yet (vgpo and vppo run on both)")
     return problems + warmup_problems(cfg.mars.get("sft_warmup") or {})
 
 

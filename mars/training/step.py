@@ -3,9 +3,11 @@
     1. rollouts   n sampled answers per prompt + one (greedy) answer per mono-source variant, ONE engine call
     2. rewards    the engine scores every row (anchors too) with the configured reward, DAPO's overlong shaping
     3. filter     (DAPO) keep groups with signal, anchors attached by group id; generate more until the batch is full
-    4. log-probs  old (actor) and reference log-probs of the multi-source responses
-    5. advantage  the registered estimator; for ``mars`` with the anchors' rewards and group ids
-    6. update     the engine's policy update with verl's policy loss, KL loss and loss aggregation
+    4. log-probs  old (actor) and reference log-probs of the multi-source responses; with ``perception=<method>``
+                  the same actor pass also returns what the method needs (similarity, log-probs under altered images)
+    5. advantage  the registered estimator; for ``mars`` with the anchors' rewards and group ids; then the
+                  perception method's token weights, A_{i,t} = A_{i,t} * w_{i,t}
+    6. update     the engine's policy update with verl's policy loss, KL loss and loss aggregation (+ PAPO's term)
 
 Anchors are generated and scored but never trained on: after step 3 they only feed the advantage's statistics
 and the ``mars/*`` diagnostics.
@@ -23,7 +25,8 @@ import torch
 
 from mars.advantage import filter_groups, fusion_diagnostics
 from mars.data.samples import PromptSample
-from mars.training.interface import Engine, PolicyBatch, RolloutBatch
+from mars.perception.methods import signal_views, source_dependency, token_weights
+from mars.training.interface import Engine, PerceptionLoss, PerceptionRequest, PolicyBatch, RolloutBatch
 from mars.training.requests import build_requests
 from mars.training.scoring import finite_rewards
 from mars.training.settings import StepSettings
@@ -164,16 +167,33 @@ def train_step(
         anchors = batch.select(np.flatnonzero(batch.is_anchor))
 
         mask = engine.response_mask(responses)
+        perception = settings.perception
+        signals: dict[str, torch.Tensor] = {}
         with timer.phase("old_log_prob"):
-            old_log_probs = engine.compute_log_probs(responses, "actor")
+            if perception.active:
+                request = perception_request(responses, step, settings)
+                old_log_probs, signals = engine.compute_log_probs_with_signals(responses, request)
+            else:
+                old_log_probs = engine.compute_log_probs(responses, "actor")
         ref_log_probs = None
         if settings.use_kl_loss:
             with timer.phase("ref"):
                 ref_log_probs = engine.compute_log_probs(responses, "ref")
         with timer.phase("adv"):
             advantages = compute_advantages(responses, anchors, mask, settings)
+            if perception.active:
+                weights, perception_metrics = token_weights(perception, signals, mask, responses.group_ids)
+                if weights is not None:
+                    advantages = advantages * weights
+                metrics.update(perception_metrics)
+                metrics.update(source_dependency(signals, mask, responses.row_sources(), all_sources(responses)))
+        papo = None
+        if perception.name == "papo":
+            papo = PerceptionLoss(perception.method_view(), perception.kl_coef, perception.entropy_coef,
+                                  perception.seed, step)
         with timer.phase("update_actor"):
-            metrics.update(engine.update_policy(PolicyBatch(responses, advantages, old_log_probs, ref_log_probs)))
+            metrics.update(engine.update_policy(
+                PolicyBatch(responses, advantages, old_log_probs, ref_log_probs, perception_loss=papo)))
 
     metrics.update(rollout_metrics(responses, anchors))
     metrics.update(
@@ -183,6 +203,19 @@ def train_step(
     # verl divides by the trained rows' tokens only; the generation time also produced the anchors' tokens
     metrics["timing_per_token_ms/gen"] = 1000 * timer.seconds["gen"] / max(metrics["mars/generated_tokens"], 1.0)
     return metrics
+
+
+def all_sources(rows: RolloutBatch) -> list[str]:
+    return sorted({name for names in rows.row_sources() for name in names})
+
+
+def perception_request(rows: RolloutBatch, step: int, settings: StepSettings) -> PerceptionRequest:
+    """What the configured perception method needs from the old-log-prob pass of ``rows``."""
+    perception = settings.perception
+    return PerceptionRequest(
+        views=tuple(signal_views(perception, all_sources(rows))), similarity=perception.name == "vgpo",
+        seed=perception.seed, step=step,
+    )
 
 
 def rollout_metrics(responses: RolloutBatch, anchors: RolloutBatch) -> dict[str, float]:

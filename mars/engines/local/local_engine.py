@@ -22,8 +22,10 @@ from mars.hf.decoding import Decoder, eos_token_ids, vision_token_ids
 from mars.hf.device import autocast_for, resolve_device, set_cpu_threads
 from mars.hf.log_probs import response_log_probs
 from mars.hf.lora import wrap_lora
+from mars.hf.perception import altered_prompts, image_geometry, perception_signals
+from mars.perception.papo import papo_loss_terms
 from mars.processing import ImageCache, MultimodalEncoder, PromptInputs
-from mars.training.interface import PolicyBatch, RolloutBatch, RolloutRequest
+from mars.training.interface import PerceptionLoss, PerceptionRequest, PolicyBatch, RolloutBatch, RolloutRequest
 from mars.training.scoring import load_reward_fn, score_rows
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class LocalEngine:
         self.loss_config = OmegaConf.to_container(actor, resolve=True)
         self.reward_fn = load_reward_fn(cfg)
         self.overlong = cfg.get("reward", {}).get("reward_kwargs", {}).get("overlong_buffer_cfg", None)
+        self._geometry = None  # the processor's black patch row, merge and patch size, for altered views
 
     # ------------------------------------------------------------------------------------------ building
 
@@ -159,6 +162,40 @@ class LocalEngine:
         self.model.train()
         return torch.cat(out)
 
+    @property
+    def geometry(self):
+        if self._geometry is None:
+            self._geometry = image_geometry(self.processor.image_processor)
+        return self._geometry
+
+    @torch.no_grad()
+    def compute_log_probs_with_signals(self, rows: RolloutBatch, request: PerceptionRequest):
+        """The old-log-prob pass with the perception signals: the real forward gives both (no extra pass for the
+        similarity); each altered view costs one no-gradient forward."""
+        width = self.response_mask(rows).shape[1]
+        size = self.cfg.actor_rollout_ref.rollout.get("log_prob_micro_batch_size_per_gpu", None) or len(rows)
+        self.model.eval()
+        try:
+            signals = perception_signals(
+                self.model, rows.payload.prompts, rows.payload.responses, rows.row_sources(),
+                [str(g) for g in rows.group_ids], width, size, self.device, self.pad_id, self.temperature,
+                self._autocast, request.views, request.similarity, self.geometry, request.seed, request.step,
+            )
+        finally:
+            self.model.train()
+        return signals.pop("log_probs"), signals
+
+    def _perception_loss(self, papo: PerceptionLoss, rows: RolloutBatch, masked: list[PromptInputs], idx, width,
+                         log_prob, entropy, mask, mode, info):
+        """PAPO's term for one micro-batch: the masked images' forward, with gradient (``mars.perception.papo``)."""
+        from verl.trainer.ppo.core_algos import agg_loss
+
+        masked_lp, masked_ent = response_log_probs(
+            self.model, masked, rows.payload.responses, idx, width, self.device, self.pad_id, self.temperature,
+            self._autocast, papo.entropy_coef != 0)
+        return papo_loss_terms(log_prob, masked_lp, entropy, masked_ent, lambda x: agg_loss(x, mask, mode, **info),
+                               papo.kl_coef, papo.entropy_coef)
+
     # ------------------------------------------------------------------------------------------ update
 
     def update_policy(self, batch: PolicyBatch) -> dict[str, float]:
@@ -174,6 +211,12 @@ class LocalEngine:
         mode = str(actor.loss_agg_mode)
         policy_loss = get_policy_loss_fn(str(actor.get("policy_loss", {}).get("loss_mode", "vanilla")))
         entropy_coeff = float(actor.get("entropy_coeff", 0.0) or 0.0)
+        papo = batch.perception_loss
+        masked = None
+        if papo is not None:
+            masked = altered_prompts(rows.payload.prompts, rows.row_sources(), [str(g) for g in rows.group_ids],
+                                     papo.view, self.geometry, papo.seed, papo.step)
+        need_entropy = entropy_coeff != 0 or (papo is not None and papo.entropy_coef != 0)
         sums: dict[str, list[float]] = {}
         self.model.train()
         for _ in range(int(actor.get("ppo_epochs", 1))):
@@ -187,7 +230,7 @@ class LocalEngine:
                 for part in self._micro_batches(len(mb_rows), micro):
                     idx = mb_rows[part]
                     m = mask[idx].to(self.device)
-                    log_prob, ent = self._log_probs(self.model, rows.payload, idx, mask.shape[1], entropy_coeff != 0)
+                    log_prob, ent = self._log_probs(self.model, rows.payload, idx, mask.shape[1], need_entropy)
                     pg_loss, pg_metrics = policy_loss(
                         old_log_prob=batch.old_log_probs[idx].to(self.device), log_prob=log_prob,
                         advantages=batch.advantages[idx].to(self.device), response_mask=m, loss_agg_mode=mode,
@@ -196,6 +239,12 @@ class LocalEngine:
                     loss = pg_loss
                     if entropy_coeff != 0:
                         loss = loss - entropy_coeff * agg_loss(ent, m, mode, **info)
+                    if papo is not None:
+                        term, papo_metrics = self._perception_loss(papo, rows, masked, idx, mask.shape[1], log_prob,
+                                                                   ent, m, mode, info)
+                        loss = loss + term
+                        for k, v in papo_metrics.items():
+                            mini_losses[k] = mini_losses.get(k, 0.0) + v
                     if batch.ref_log_probs is not None and bool(actor.use_kl_loss):
                         kl = kl_penalty(log_prob, batch.ref_log_probs[idx].to(self.device), str(actor.kl_loss_type))
                         kl_loss = agg_loss(kl, m, mode, **info)
@@ -241,3 +290,4 @@ class LocalEngine:
             model = copy.deepcopy(model).merge_and_unload()
         model.save_pretrained(directory)
         self.processor.save_pretrained(directory)
+
