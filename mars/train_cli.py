@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from mars.engines import engine_runner
     from mars.training.embedded import prepare_embedded
     from mars.training.run_dir import RunDirConflict
+    from mars.training.settings import SettingsError
 
     try:
         run = engine_runner(str(cfg.trainer.engine))  # the one switch: same config, another engine
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ConfigError, RunDirConflict) as exc:  # refused before anything trains: names the setting and the fix
         print(f"mars train: {exc}", file=sys.stderr)
+        return 2
+    except SettingsError as exc:  # a setting only the data or the model can refute (perception.source, patch_size)
+        print("mars train: bad value:\n" + "\n".join(f"  - {p}" for p in exc.problems), file=sys.stderr)
         return 2
     return 0
 

@@ -196,3 +196,69 @@ def test_prompt_sampler_stops_after_total_epochs_of_batches():
         train_step(engine, PromptSampler([prompt(i) for i in range(4)], 2, 0, max_epochs=1).next_batch, 1,
                    dapo("mars.filter_mode=dapo"))
     assert not engine.updates
+
+
+class PerceptionEngine(FakeEngine):
+    """A fake engine whose perception signals are a fixed function of each row's identity (group id and position
+    in its generation call), so the weights a trained row gets can be recomputed from the row alone."""
+
+    def __init__(self, reward_of):
+        super().__init__(reward_of)
+        self.requests = []
+
+    @staticmethod
+    def signal(group_id, row_id, salt=""):
+        import zlib
+
+        return [zlib.crc32(f"{salt}{group_id}:{row_id}:{t}".encode()) / 2**32 for t in range(3)]
+
+    def compute_log_probs_with_signals(self, rows, request):
+        self.requests.append(request)
+        signals = {"similarity": torch.tensor([self.signal(g, i) for g, i in zip(rows.group_ids, rows.payload.ids)])}
+        for view in request.views:
+            signals[f"kl/{view.name}"] = torch.tensor(
+                [self.signal(g, i, view.name) for g, i in zip(rows.group_ids, rows.payload.ids)])
+        return self.compute_log_probs(rows), signals
+
+
+@pytest.mark.parametrize("method", ["vgpo", "vppo"])
+def test_token_weights_stay_with_their_rows_through_dapos_filter(method):
+    from mars.perception import vgpo_weights
+    from mars.perception.vppo import vppo_weights
+
+    def reward(i, src, gid):
+        return 1.0 if not src else (0.0 if i % 2 else 1.0)
+
+    base, weighted = FakeEngine(reward), PerceptionEngine(reward)
+    train_step(base, feeder(range(10)), 7, dapo())
+    metrics = train_step(weighted, feeder(range(10)), 7, dapo(f"perception={method}"))
+    assert len(weighted.generate_calls) == 2  # two generation batches, filtered and concatenated
+    rows = weighted.updates[0].rows
+    assert list(rows.group_ids) == list(base.updates[0].rows.group_ids)
+    mask = torch.ones(len(rows), 3)
+    if method == "vgpo":
+        signal = torch.tensor([PerceptionEngine.signal(g, i) for g, i in zip(rows.group_ids, rows.payload.ids)])
+        expected = vgpo_weights(signal, mask, rows.group_ids)
+    else:
+        signal = torch.tensor([PerceptionEngine.signal(g, i, "patches")
+                               for g, i in zip(rows.group_ids, rows.payload.ids)])
+        expected = vppo_weights(signal, mask, rows.group_ids, 0.4, 0.9, 1.1)
+    assert not torch.allclose(expected, torch.ones_like(expected))
+    assert torch.allclose(weighted.updates[0].advantages, base.updates[0].advantages * expected)
+    assert weighted.updates[0].perception_loss is None
+    # every method logs which source the words rely on: one view per source, a metric per source
+    assert {v.name for v in weighted.requests[0].views} >= {"drop_infrared", "drop_visible"}
+    assert {"perception/dependency/infrared", "perception/dependency/visible"} <= set(metrics)
+    assert all(r.step == 7 for r in weighted.requests)
+
+
+def test_papo_reaches_the_update_and_anchors_stay_out_of_it():
+    engine = PerceptionEngine(lambda i, src, gid: 0.0 if src == "visible" else 1.0)
+    metrics = train_step(engine, feeder(range(10)), 2, settings("perception=papo"))
+    update = engine.updates[0]
+    assert update.perception_loss is not None and update.perception_loss.view.ratio == 0.6
+    assert update.perception_loss.kl_coef == 0.02 and update.perception_loss.step == 2
+    assert not update.rows.is_anchor.any()
+    assert metrics["mars/anchor_reward/visible"] == 0.0  # the anchors' meaning is unchanged
+    dapo_papo = StepSettings.from_config(compose_config("mars_trainer", ["preset=dapo", "perception=papo"]))
+    assert dapo_papo.perception.kl_coef == 0.01

@@ -184,6 +184,26 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
 """
 
 
+@pytest.mark.parametrize("method", ["vgpo", "vppo"])
+def test_perception_methods_train_on_verl(tmp_path, method):
+    """The perception pass through MARS's actor worker method on the FSDP2 module, inside Ray."""
+    done = mars_train(tmp_path, f"perception={method}", "trainer.total_training_steps=1",
+                      f"trainer.experiment_name={method}", "trainer.val_before_train=false")
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-6000:]
+    assert "compute_perception_signals" not in log  # no error from the worker method
+    history = metrics(tmp_path / f"outputs/embedded/runs/{method}")
+    step = history[0]
+    assert step["step"] == 1 and step["perception/token_weight/mean"] > 0
+    for source in ("visible", "infrared"):
+        assert step[f"perception/dependency/{source}"] >= 0
+    if method == "vppo":
+        assert 0 < step["perception/token_weight/gated_share"] < 1 and step["perception/dependency/mean"] > 0
+    else:
+        assert 0 < step["perception/similarity/mean"] < 1
+    assert ray_processes() == []
+
+
 def test_dapo_runs_on_verl(tmp_path):
     reward_file = tmp_path / "length_reward.py"
     reward_file.write_text(LENGTH_REWARD)

@@ -16,12 +16,14 @@ from mars.processing import PromptInputs, collate
 
 def teacher_forced(model, prompts: Sequence[PromptInputs], responses: Sequence[torch.Tensor], rows: np.ndarray,
                    width: int, device: torch.device, pad_id: int, temperature: float, autocast,
-                   hidden_states: bool = False):
+                   hidden_states: bool = False, position_ids: Sequence[torch.Tensor] | None = None):
     """One forward of the prompt+response sequences of ``rows``: (log_probs (b, width, V) at the response positions,
     targets (b, width), valid (b, width) bool, last-layer states (b, L, H) or None, the collated batch).
 
     ``prompts[i]`` is the encoded prompt of row i and ``responses[i]`` its generated token ids (no padding).
-    ``hidden_states`` keeps the last layer's output (a hook on the decoder: never every layer's states)."""
+    ``hidden_states`` keeps the last layer's output (a hook on the decoder: never every layer's states).
+    ``position_ids[i]``: (P, prompt+response length) positions of row i, where the caller has them (verl's patched
+    Qwen-VL forward wants its own (4, b, L) layout); else the model computes them."""
     sequences = []
     for i in rows:
         p = prompts[i]
@@ -33,6 +35,12 @@ def teacher_forced(model, prompts: Sequence[PromptInputs], responses: Sequence[t
         ))
     batch = {k: v.to(device) for k, v in collate(sequences, pad_id, "right").items()}
     seq_len = batch["input_ids"].shape[1]
+    if position_ids is not None:
+        rows_pos = [position_ids[i] for i in rows]
+        padded = torch.zeros((rows_pos[0].shape[0], len(rows_pos), seq_len), dtype=torch.long)
+        for b, pos in enumerate(rows_pos):
+            padded[:, b, : pos.shape[1]] = pos
+        batch["position_ids"] = padded.to(device)
     # the logit at position t predicts token t+1: response token j of row b sits at prompt_len_b + j
     prompt_lens = torch.tensor([prompts[i].input_ids.shape[1] for i in rows], device=device)
     positions = (prompt_lens.unsqueeze(1) - 1 + torch.arange(width, device=device)).clamp(max=seq_len - 2)
@@ -50,7 +58,8 @@ def teacher_forced(model, prompts: Sequence[PromptInputs], responses: Sequence[t
         if hook is not None:
             hook.remove()
     logits = logits.float()
-    kept = positions - first
+    # a forward that ignores logits_to_keep (verl's patched Qwen-VL forward) returns every position's logits
+    kept = positions - (first if logits.shape[1] == seq_len - first else 0)
     picked = logits.gather(1, kept.unsqueeze(-1).expand(-1, -1, logits.shape[-1])) / temperature
     targets = batch["input_ids"].gather(1, (positions + 1).clamp(max=seq_len - 1))
     lengths = torch.tensor([len(responses[i]) for i in rows], device=device)

@@ -69,8 +69,10 @@ def response_similarity(hidden: torch.Tensor, batch: dict, prompt_lens: torch.Te
 def perception_signals(model, prompts: Sequence[PromptInputs], responses: Sequence[torch.Tensor],
                        sources: Sequence[Sequence[str]], group_ids: Sequence[str], width: int, micro_batch: int,
                        device: torch.device, pad_id: int, temperature: float, autocast, views: Sequence[AlteredView],
-                       similarity: bool, geometry: tuple, seed: int, step: int) -> dict[str, torch.Tensor]:
-    """The signals of the module docstring for every row, (B, width) each, zeros past each response."""
+                       similarity: bool, geometry: tuple, seed: int, step: int,
+                       position_ids: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """The signals of the module docstring for every row, (B, width) each, zeros past each response.
+    ``position_ids``: per row, where the model's forward wants them given (``teacher_forced``)."""
     n = len(prompts)
     altered = {view.name: altered_prompts(prompts, sources, group_ids, view, geometry, seed, step) for view in views}
     parts: dict[str, list[torch.Tensor]] = {}
@@ -78,7 +80,8 @@ def perception_signals(model, prompts: Sequence[PromptInputs], responses: Sequen
     for start in range(0, n, size):
         rows = np.arange(start, min(start + size, n))
         log_probs, targets, valid, hidden, batch = teacher_forced(
-            model, prompts, responses, rows, width, device, pad_id, temperature, autocast, hidden_states=similarity)
+            model, prompts, responses, rows, width, device, pad_id, temperature, autocast, hidden_states=similarity,
+            position_ids=position_ids)
         out = {"log_probs": log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * valid}
         if similarity:
             prompt_lens = torch.tensor([prompts[i].input_ids.shape[1] for i in rows], device=device)
@@ -86,7 +89,7 @@ def perception_signals(model, prompts: Sequence[PromptInputs], responses: Sequen
         real_probs = log_probs.exp()
         for view in views:
             view_lp, _, _, _, _ = teacher_forced(model, altered[view.name], responses, rows, width, device, pad_id,
-                                                 temperature, autocast)
+                                                 temperature, autocast, position_ids=position_ids)
             out[f"log_probs/{view.name}"] = view_lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * valid
             out[f"kl/{view.name}"] = ((real_probs * (log_probs - view_lp)).sum(-1)).clamp_min(0.0) * valid
         for key, value in out.items():

@@ -83,7 +83,7 @@ def perception_problems(settings: PerceptionSettings) -> list[str]:
     if settings.view not in PERCEPTION_VIEWS:
         problems.append(f"perception.view={settings.view}: valid: {', '.join(PERCEPTION_VIEWS)}")
     if settings.view == "drop_source" and not settings.source:
-        problems.append("perception.view=drop_source needs perception.source=<a source name of the data>")
+        problems.append("perception.view=drop_source needs perception.source: valid: a source name of the data")
     if not 0.0 < float(settings.mask_ratio) < 1.0:
         problems.append(f"perception.mask_ratio={settings.mask_ratio}: valid: a number in (0, 1)")
     if settings.patch_size is not None and int(settings.patch_size) <= 0:

@@ -46,6 +46,8 @@ class AlteredView:
             raise ValueError(f"view {self.name}: mask ratio {self.ratio} is outside (0, 1)")
         if self.kind == "patches" and self.patch_pixels < 0:
             raise ValueError(f"view {self.name}: patch size {self.patch_pixels} pixels is negative")
+        if self.kind == "blank" and not self.source:
+            raise ValueError(f"view {self.name}: a blank view names its source")
 
     def region_side(self, model_patch: int) -> int:
         """The masked region's side in model patches; a ValueError unless the size is a multiple of the patch."""
@@ -55,8 +57,6 @@ class AlteredView:
             raise ValueError(f"perception.patch_size={self.patch_pixels} is not a multiple of the model's patch size "
                              f"({model_patch} pixels): use a multiple, or null for one model patch")
         return self.patch_pixels // model_patch
-        if self.kind == "blank" and not self.source:
-            raise ValueError(f"view {self.name}: a blank view names its source")
 
 
 def view_seed(seed: int, step: int, group_id: str) -> int:

@@ -33,3 +33,42 @@ def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None)
                 f"data.train_files: {too_long_rows} row(s) of {path} have a prompt or mono-source variant longer "
                 f"than rollout.prompt_length={limit.max_prompt_length}:\n  " + "\n  ".join(too_long)
             )
+
+
+def data_source_names(files: Any) -> set[str]:
+    """The source names of the images of every row of the given parquet files (the ``images`` column only)."""
+    import pandas as pd
+
+    names: set[str] = set()
+    for path in [files] if isinstance(files, str) else list(files or []):
+        for images in pd.read_parquet(str(path), columns=["images"])["images"]:
+            names.update(str(image.get("source")) for image in (images if images is not None else [])
+                         if isinstance(image, dict) and image.get("source"))
+    return names
+
+
+def check_perception(cfg: Any, processor: Any = None) -> None:
+    """Before training: ``perception.source`` is a source of the training data, and ``perception.patch_size`` a
+    multiple of the model's patch (when the processor is given). Raises ``SettingsError`` naming the key."""
+    from mars.perception.methods import perception_settings
+    from mars.training.settings import SettingsError
+
+    settings = perception_settings(cfg)
+    if settings.name == "none" and not settings.log_sources:
+        return
+    if settings.view == "drop_source" and settings.name in ("papo", "vppo"):
+        names = data_source_names(cfg.data.train_files)
+        if settings.source not in names:
+            raise SettingsError([f"perception.source={settings.source}: the training data has no such source; "
+                                 f"valid: {', '.join(sorted(names)) or '(none: the rows name no sources)'}"])
+    view = settings.method_view()
+    if processor is None and view is not None and settings.patch_size is not None:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(str(cfg.actor_rollout_ref.model.path))
+    image_processor = getattr(processor, "image_processor", None)
+    if view is not None and image_processor is not None:
+        try:
+            view.region_side(int(image_processor.patch_size))
+        except ValueError as exc:
+            raise SettingsError([str(exc)]) from None

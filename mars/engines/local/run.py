@@ -21,7 +21,7 @@ from mars.data.samples import load_samples, run_seed, training_samples
 from mars.engines.local.local_engine import LocalEngine
 from mars.hf.warm_start import warm_started_model
 from mars.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mars.training.preflight import check_prompt_lengths
+from mars.training.preflight import check_perception, check_prompt_lengths
 from mars.training.progress import Progress, quiet_library_bars
 from mars.training.prompts import DataExhausted, PromptSampler
 from mars.training.run_dir import absolutize_paths, prepare_run_dir
@@ -64,6 +64,7 @@ def run(cfg: Any, write=print) -> RunResult:
     max_val = int(cfg.data.get("val_max_samples", -1) or -1)
     val = val[:max_val] if max_val > 0 else val
     total = total_training_steps(cfg, len(train))
+    check_perception(cfg)  # a source the data lacks, a patch size the model cannot mask: before the warm start
     run = prepare_run_dir(cfg, write, total_steps=total)  # stops here when the directory holds another run
     run_dir = run.path
     if run.status == "complete":

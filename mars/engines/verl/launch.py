@@ -29,6 +29,24 @@ from mars.engines.verl.checks import check_data_files, check_verl_config
 class MarsTaskRunner(BaseTaskRunner):
     """Runs in a Ray actor: worker roles, datasets, the MARS trainer, ``fit``."""
 
+    def add_actor_rollout_worker(self, config: Any):
+        """verl's actor/rollout/ref role, played by MARS's subclass of verl's worker (it adds the perception pass,
+        ``mars.engines.verl.perception``)."""
+        import ray
+        from verl.trainer.ppo.utils import Role
+        from verl.workers.engine_workers import ActorRolloutRefWorker
+
+        from mars.engines.verl.perception import MarsActorRolloutRefWorker
+
+        actor_cls, group_cls = super().add_actor_rollout_worker(config)
+        if actor_cls is not ActorRolloutRefWorker:
+            raise RuntimeError(f"verl's actor worker is {actor_cls.__name__}, not ActorRolloutRefWorker: MARS's "
+                               "perception pass extends the latter (is the pinned verl installed?)")
+        for role in (Role.ActorRollout, Role.ActorRolloutRef):
+            if role in self.role_worker_mapping:
+                self.role_worker_mapping[role] = ray.remote(MarsActorRolloutRefWorker)
+        return MarsActorRolloutRefWorker, group_cls
+
     def run(self, config: Any) -> None:
         from omegaconf import OmegaConf
         from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler, need_critic, need_reference_policy
@@ -225,6 +243,7 @@ def run(config: Any, write=print):
     from verl.utils.config import validate_config
 
     from mars.hf.warm_start import warm_started_model
+    from mars.training.preflight import check_perception
     from mars.training.run_dir import prepare_run_dir
     from mars.training.summary import result_of, summarize_run
 
@@ -235,6 +254,7 @@ def run(config: Any, write=print):
     with open_dict(config):  # the folder's config.yaml names the base model; the warm start is derived from it
         config.actor_rollout_ref.model.path = warm_started_model(config, write)
     check_data_files(config)
+    check_perception(config)  # the source names, before Ray starts (the patch size needs the processor)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     with ray_cluster(config, on_cpu, write):
         run_ppo(config, task_runner_class=ray.remote(MarsTaskRunner))

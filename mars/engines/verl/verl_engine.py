@@ -4,7 +4,8 @@
                        anchors are greedy through verl's per-row ``__do_sample__`` flag
     score              the rewards verl's reward loop computed while generating (``rm_scores``, with the custom
                        reward function and the configured reward manager, e.g. DAPO's overlong shaping)
-    compute_log_probs  verl's actor / reference worker groups (FSDP), on rows balanced across data-parallel ranks
+    compute_log_probs  verl's actor / reference worker groups (FSDP), on rows balanced across data-parallel ranks;
+                       with a perception method, MARS's worker method beside it (``perception.py``)
     update_policy      verl's actor update (its policy loss, KL loss, loss aggregation, mini-batches)
 
 Rows keep the step's order at every interface: verl's sequence-length balancing reorders a batch in place, so it
@@ -30,7 +31,7 @@ from mars.engines.verl.generation import (
     join_request_fields,
     rollout_batch,
 )
-from mars.training.interface import PolicyBatch, RolloutBatch, RolloutRequest
+from mars.training.interface import PerceptionRequest, PolicyBatch, RolloutBatch, RolloutRequest
 
 ROW_INDEX_KEY = "mars_row"  # position of a row in the step's order, carried through verl's batch balancing
 
@@ -52,6 +53,7 @@ class VerlEngine:
         self._metrics: dict[str, float] = {}  # verl-side metrics of the current step (balance, entropy, timing)
         self._old_log_prob_extras: dict[str, torch.Tensor] = {}  # sum_pi_squared / routed_experts, step order
         self.validating = False  # set around the per-view validation's generation (MarsRayPPOTrainer._validate)
+        self._geometry = None  # the processor's black patch row, merge and patch size, for altered views
 
     # ------------------------------------------------------------------------------------------ rollout servers
 
@@ -207,10 +209,39 @@ class VerlEngine:
             raise ValueError(f"model must be 'actor' or 'ref', got {model!r}")
         return self._in_step_order(log_probs.float(), order)
 
+    def compute_log_probs_with_signals(self, rows: RolloutBatch, request: PerceptionRequest):
+        """verl's old log-probs, then the perception pass on the actor workers (``mars.engines.verl.perception``)."""
+        from mars.engines.verl.perception import gather_results, rows_as_prompt_inputs, split_job
+        from mars.hf.perception import image_geometry
+
+        log_probs = self.compute_log_probs(rows, "actor")
+        if not request.views and not request.similarity:
+            return log_probs, {}
+        if self._geometry is None:
+            self._geometry = image_geometry(self.trainer.processor.image_processor)
+        data = rows.payload.data
+        prompts, responses, positions = rows_as_prompt_inputs(data, int(self.trainer.processor.image_token_id))
+        rollout = self.config.actor_rollout_ref.rollout
+        job = {
+            "prompts": prompts, "responses": responses, "sources": rows.row_sources(),
+            "group_ids": [str(g) for g in rows.group_ids], "width": int(data.batch["response_mask"].shape[1]),
+            "micro_batch": int(rollout.get("log_prob_micro_batch_size_per_gpu", 0) or 0),
+            "pad_id": int(self.trainer.tokenizer.pad_token_id or 0), "temperature": float(rollout.temperature) or 1.0,
+            "views": tuple(request.views), "similarity": request.similarity, "geometry": self._geometry,
+            "seed": request.seed, "step": request.step, "position_ids": positions,
+        }
+        jobs, n = split_job(job, int(self.trainer.actor_rollout_wg.world_size))
+        self._sleep_rollout()
+        signals = gather_results(self.trainer.actor_rollout_wg.compute_perception_signals(jobs), n)
+        signals.pop("log_probs", None)
+        return log_probs, signals
+
     # ------------------------------------------------------------------------------------------ update
 
     def update_policy(self, batch: PolicyBatch) -> dict[str, float]:
         """verl's actor update on the rows with the step's advantages; returns the step's verl-side metrics."""
+        if batch.perception_loss is not None:
+            raise NotImplementedError("PAPO's loss term runs on the local engine only (refused at composition)")
         from verl.utils.metric import reduce_metrics
 
         from mars.training.step import outcome_rewards
