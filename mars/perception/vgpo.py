@@ -27,8 +27,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
+
+from mars.perception.groups import group_mean, group_minmax
 
 PSI_CLAMP = (0.1, 2.0)
 ALPHA_CLAMP = (0.9, 2.0)
@@ -81,17 +82,8 @@ def vgpo_terms(similarity: torch.Tensor, response_mask: torch.Tensor, group_ids:
     mean_hat = w_hat.sum(dim=-1, keepdim=True) / lengths
     psi = (1 + w_hat - mean_hat).clamp(*PSI_CLAMP)
 
-    phi = w_hat.sum(dim=-1)
-    _, group = np.unique(np.asarray(group_ids, dtype=object).astype(str), return_inverse=True)
-    group = torch.as_tensor(group, device=phi.device)
-    n_groups = int(group.max()) + 1 if len(group) else 0
-    low = torch.full((n_groups,), math.inf, dtype=phi.dtype, device=phi.device).scatter_reduce(0, group, phi, "amin")
-    high = torch.full((n_groups,), -math.inf, dtype=phi.dtype, device=phi.device).scatter_reduce(0, group, phi, "amax")
-    span = (high - low)[group]
-    phi_hat = torch.where(span > 0, (phi - low[group]) / torch.where(span > 0, span, 1.0), torch.zeros_like(phi))
-    count = torch.zeros(n_groups, dtype=phi.dtype, device=phi.device).index_add_(0, group, torch.ones_like(phi))
-    mean_phi = torch.zeros(n_groups, dtype=phi.dtype, device=phi.device).index_add_(0, group, phi_hat) / count
-    alpha = (1 + phi_hat - mean_phi[group]).clamp(*ALPHA_CLAMP)
+    phi_hat = group_minmax(w_hat.sum(dim=-1), group_ids)
+    alpha = (1 + phi_hat - group_mean(phi_hat, group_ids)).clamp(*ALPHA_CLAMP)
     return alpha, psi
 
 

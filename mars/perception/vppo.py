@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import numpy as np
 import torch
+
+from mars.perception.groups import group_minmax
 
 
 def top_share_gate(dependency: torch.Tensor, mask: torch.Tensor, share: float) -> torch.Tensor:
@@ -36,17 +37,6 @@ def top_share_gate(dependency: torch.Tensor, mask: torch.Tensor, share: float) -
     position = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0).expand_as(order)
     rank = torch.empty_like(order).scatter_(-1, order, position)
     return mask & (rank < keep.unsqueeze(1))
-
-
-def group_minmax(values: torch.Tensor, group_ids: Sequence) -> torch.Tensor:
-    """Min-max of ``values`` (B,) within each group id; 0 where a group is flat."""
-    _, group = np.unique(np.asarray(group_ids, dtype=object).astype(str), return_inverse=True)
-    group = torch.as_tensor(group, device=values.device)
-    n = int(group.max()) + 1 if len(group) else 0
-    low = torch.full((n,), math.inf, dtype=values.dtype, device=values.device).scatter_reduce(0, group, values, "amin")
-    high = torch.full((n,), -math.inf, dtype=values.dtype, device=values.device).scatter_reduce(0, group, values, "amax")
-    span = (high - low)[group]
-    return torch.where(span > 0, (values - low[group]) / torch.where(span > 0, span, 1.0), torch.zeros_like(values))
 
 
 def vppo_weights(dependency: torch.Tensor, response_mask: torch.Tensor, group_ids: Sequence, share: float = 0.4,
