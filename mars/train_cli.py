@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from mars.data.samples import BadDataError
     from mars.engines import engine_runner
+    from mars.training.checkpoint import CheckpointError
     from mars.training.embedded import prepare_embedded
     from mars.training.run_dir import RunDirConflict
     from mars.training.settings import SettingsError
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     except BadDataError as exc:
         print(f"mars train: bad data: {exc}", file=sys.stderr)
         return 2
-    except (ConfigError, RunDirConflict) as exc:  # refused before anything trains: names the setting and the fix
+    except (ConfigError, RunDirConflict, CheckpointError) as exc:  # refused before training: names the cause, the fix
         print(f"mars train: {exc}", file=sys.stderr)
         return 2
     except SettingsError as exc:  # a setting only the data or the model can refute (perception.source, patch_size)

@@ -59,10 +59,15 @@ class MetricsLog:
                 default_backend=backends, config=OmegaConf.to_container(cfg, resolve=True),
             )
 
-    def truncate_after(self, step: int) -> None:
-        """On resume, drop the lines of steps the crashed run logged after its last checkpoint (they are redone)."""
+    def truncate_after(self, step: int, write=print) -> None:
+        """On resume, drop the lines of steps the crashed run logged after its last checkpoint (they are redone);
+        ``step=-1`` for a run that starts over. A torn last line (a crash or a full disk while appending) belongs to
+        a step that was never checkpointed: it is dropped with a note."""
         if self.path.exists():
-            keep = [line for line in self.path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            entries, torn = parse_metrics(self.path)
+            if torn:
+                write(f"{self.path}: dropped a torn last line (a step logged while the run died; it is redone)")
+            keep = [json.dumps(entry) for entry in entries if entry.get("step", 0) <= step]
             write_text_atomic(self.path, "".join(line + "\n" for line in keep))
 
     def log(self, metrics: dict[str, float], step: int, write=print) -> None:
@@ -79,9 +84,28 @@ class MetricsLog:
         return read_history(self.path.parent)
 
 
+def parse_metrics(path: Path) -> tuple[list[dict[str, float]], bool]:
+    """The entries of a ``metrics.jsonl`` and whether its last line was torn (and left out). A bad line before the
+    last is not a crash's trace: it stops with the file and the line number."""
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    entries = []
+    for number, line in enumerate(lines, 1):
+        try:
+            entry = json.loads(line)
+            if not isinstance(entry, dict) or "step" not in entry:
+                raise ValueError("not a step's metrics")
+        except ValueError as exc:
+            if number == len(lines):
+                return entries, True
+            raise ValueError(f"{path}, line {number}: {exc}; fix or remove that line") from None
+        entries.append(entry)
+    return entries, False
+
+
 def read_history(run_dir: str | Path) -> list[dict[str, float]]:
-    """Every logged line of a run folder's ``metrics.jsonl`` (no logger backend is started to read it)."""
+    """Every logged line of a run folder's ``metrics.jsonl`` (no logger backend is started to read it); a torn last
+    line is left out."""
     path = Path(run_dir) / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return parse_metrics(path)[0]

@@ -20,7 +20,7 @@ import torch
 from mars.data.samples import load_samples, run_seed, training_samples
 from mars.engines.local.local_engine import LocalEngine
 from mars.hf.warm_start import warm_started_model
-from mars.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mars.training.checkpoint import clean_leftovers, find_checkpoint, load_checkpoint, save_checkpoint
 from mars.training.preflight import check_perception, check_prompt_lengths
 from mars.training.progress import Progress, quiet_library_bars
 from mars.training.prompts import DataExhausted, PromptSampler
@@ -74,7 +74,14 @@ def run(cfg: Any, write=print) -> RunResult:
     # comes first (verl's rule; DAPO draws several batches per step)
     sampler = PromptSampler(train, int(cfg.data.train_batch_size), seed, bool(cfg.data.get("shuffle", True)),
                             max_epochs=int(cfg.trainer.total_epochs) if cfg.trainer.get("total_epochs") else None)
-    checkpoint = latest_checkpoint(run_dir) if run.status == "resume" else None
+    leftovers = clean_leftovers(run_dir)
+    if leftovers:
+        write(f"removed what an interrupted save left in {run_dir}: {', '.join(sorted(leftovers))}")
+    checkpoint = None
+    if run.status == "resume":
+        checkpoint, notes = find_checkpoint(run_dir)
+        for note in notes:
+            write(note)
     if cfg.trainer.get("resume_from_path"):
         checkpoint = Path(cfg.trainer.resume_from_path)
     # a checkpoint holds the weights (and the reference's); a new run starts from the cached warm start
@@ -91,10 +98,10 @@ def run(cfg: Any, write=print) -> RunResult:
         engine.load_state_dict(engine_state)
         sampler.load_state_dict(trainer_state["sampler"])
         start, val_before = int(trainer_state["step"]), trainer_state.get("val_before")
-        log.truncate_after(start)
+        log.truncate_after(start, write)
         write(f"resumed from {checkpoint} (step {start} of {total})")
     else:
-        log.truncate_after(0)  # a fresh start in a directory whose first attempt died before its first checkpoint
+        log.truncate_after(-1, write)  # a fresh start in a folder whose first attempt died before its first checkpoint
         if cfg.trainer.get("val_before_train", True) and val:
             metrics = validate(engine, val, cfg, show, write)
             val_before = metrics["val/reward"]

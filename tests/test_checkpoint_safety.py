@@ -1,0 +1,160 @@
+"""Crash safety of run folders: manifests and verification of checkpoints, the fallback to the newest one that
+verifies, leftovers of interrupted saves, torn metric lines, and a fresh start that does not log step 0 twice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from mars.training.checkpoint import (
+    MANIFEST,
+    POINTER,
+    CheckpointError,
+    clean_leftovers,
+    find_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
+from mars.training.tracking import parse_metrics, read_history
+
+
+def two_checkpoints(root):
+    for step in (1, 2):
+        state = {"model": {"w": torch.arange(4096, dtype=torch.float32) * step}}
+        save_checkpoint(root, step, state, {"step": step})
+    return root / "global_step_1", root / "global_step_2"
+
+
+def flip(path, offset=200, count=4096):
+    data = bytearray(path.read_bytes())
+    for i in range(offset, min(offset + count, len(data))):
+        data[i] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_complete_checkpoint_has_a_manifest_and_verifies(tmp_path):
+    first, second = two_checkpoints(tmp_path)
+    manifest = json.loads((second / MANIFEST).read_text())["files"]
+    assert set(manifest) == {"engine_state.pt", "trainer_state.json"}
+    assert verify_checkpoint(second) is None
+    assert find_checkpoint(tmp_path) == (second, [])
+
+
+@pytest.mark.parametrize("damage, reason", [
+    (lambda p: p.joinpath("engine_state.pt").write_bytes(p.joinpath("engine_state.pt").read_bytes()[:100]), "truncated"),
+    (lambda p: flip(p / "engine_state.pt"), "checksum"),
+    (lambda p: p.joinpath("trainer_state.json").write_text('{"step": 2'), "truncated"),
+    (lambda p: p.joinpath("engine_state.pt").unlink(), "missing"),
+])
+def test_a_damaged_latest_checkpoint_falls_back_to_the_older_one_and_says_why(tmp_path, damage, reason):
+    first, second = two_checkpoints(tmp_path)
+    damage(second)
+    found, notes = find_checkpoint(tmp_path)
+    assert found == first
+    assert any("global_step_2 cannot be resumed from" in n and reason in n for n in notes), notes
+    assert any("resuming from global_step_1" in n for n in notes)
+    engine_state, trainer_state = load_checkpoint(found)
+    assert trainer_state["step"] == 1 and torch.equal(engine_state["model"]["w"], torch.arange(4096.0))
+
+
+@pytest.mark.parametrize("pointer", [None, "garbage\x00", "7"])
+def test_a_missing_or_garbled_pointer_never_restarts_from_zero(tmp_path, pointer):
+    first, second = two_checkpoints(tmp_path)
+    if pointer is None:
+        (tmp_path / POINTER).unlink()
+    else:
+        (tmp_path / POINTER).write_text(pointer)
+    found, notes = find_checkpoint(tmp_path)
+    assert found == second and notes
+
+
+def test_no_checkpoint_that_verifies_stops_the_run(tmp_path):
+    first, second = two_checkpoints(tmp_path)
+    flip(first / "engine_state.pt")
+    (second / "trainer_state.json").unlink()
+    with pytest.raises(CheckpointError, match="none can be resumed from(.|\n)*resume_mode=disable"):
+        find_checkpoint(tmp_path)
+    assert find_checkpoint(tmp_path / "empty") == (None, [])
+
+
+def test_a_checkpoint_of_an_older_mars_without_manifest_is_resumed_with_a_note(tmp_path):
+    _, second = two_checkpoints(tmp_path)
+    (second / MANIFEST).unlink()
+    found, notes = find_checkpoint(tmp_path)
+    assert found == second and any("no manifest" in n for n in notes)
+
+
+def test_leftovers_of_interrupted_saves_are_removed(tmp_path):
+    first, _ = two_checkpoints(tmp_path)
+    (tmp_path / ".global_step_3.abc").mkdir()
+    (tmp_path / "global_step_2.old").mkdir()
+    (tmp_path / f".{POINTER}.xyz").write_text("3")
+    (tmp_path / ".metrics.jsonl.tmp1").write_text("")
+    (tmp_path / ".hidden_user_file").write_text("mine")
+    removed = clean_leftovers(tmp_path)
+    assert sorted(removed) == sorted([".global_step_3.abc", "global_step_2.old", f".{POINTER}.xyz", ".metrics.jsonl.tmp1"])
+    assert (tmp_path / ".hidden_user_file").exists() and first.exists()
+
+
+def test_a_torn_last_metric_line_is_dropped_and_a_bad_middle_line_is_named(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 0, "val/reward": 1.2}\n{"step": 1, "a": 1}\n{"step": 2, "a"')
+    entries, torn = parse_metrics(path)
+    assert [e["step"] for e in entries] == [0, 1] and torn
+    assert [e["step"] for e in read_history(tmp_path)] == [0, 1]
+    path.write_text('{"step": 0}\n{"ste\n{"step": 2}\n')
+    with pytest.raises(ValueError, match="metrics.jsonl, line 2"):
+        parse_metrics(path)
+
+
+def test_resume_after_a_torn_line_and_a_corrupt_checkpoint(tiny_model_dir, ir_data_dir, tmp_path):
+    """A real local run: 2 steps, then the latest checkpoint corrupted and a torn line appended (what a crash or a
+    full disk leaves); the rerun to 3 steps resumes from step 1, says so, and logs every step exactly once."""
+    from mars.engines import run_training
+
+    from tests.test_local_engine import tiny_cfg
+
+    def cfg(steps):
+        return tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, f"trainer.total_training_steps={steps}",
+                        "mars.sft_warmup.steps=0", "trainer.save_freq=1", "trainer.test_freq=1")
+
+    run_training(cfg(2), write=lambda s: None)
+    run = tmp_path / "run"
+    flip(run / "global_step_2" / "engine_state.pt")
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "critic/sc')
+    lines = []
+    run_training(cfg(3), write=lines.append)
+    text = "\n".join(lines)
+    assert "global_step_2 cannot be resumed from" in text and "checksum" in text
+    assert "resumed from" in text and "global_step_1" in text and "torn last line" in text
+    assert [h["step"] for h in read_history(run)] == [0, 1, 2, 3]
+
+
+def test_a_fresh_start_after_a_run_that_died_before_its_first_checkpoint_logs_step_0_once(
+        tiny_model_dir, ir_data_dir, tmp_path):
+    from mars.engines import run_training
+
+    from tests.test_local_engine import tiny_cfg
+
+    cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, "trainer.total_training_steps=1",
+                   "mars.sft_warmup.steps=0")
+    run_training(cfg, write=lambda s: None)
+    run = tmp_path / "run"
+    # what a kill between the first validation and the first checkpoint leaves: config, step 0's line, a temporary
+    for leftover in ("global_step_1", "huggingface", "result.json", POINTER):
+        path = run / leftover
+        if path.is_dir():
+            import shutil
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    (run / ".global_step_1.tmp").mkdir()
+    run_training(tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, "trainer.total_training_steps=1",
+                          "mars.sft_warmup.steps=0"), write=lambda s: None)
+    assert [h["step"] for h in read_history(run)] == [0, 1]
+    assert not (run / ".global_step_1.tmp").exists()
