@@ -184,6 +184,26 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
 """
 
 
+def test_two_verl_runs_give_the_same_numbers(tmp_path):
+    """The same config twice: every metric but the timings is equal (each sampled row's draws come from a seed of
+    (seed, step, call, row), not from the order in which verl's agent loop delivers the requests)."""
+    histories = []
+    for name in ("a", "b"):
+        done = mars_train(tmp_path, "trainer.total_training_steps=2", f"trainer.experiment_name={name}",
+                          "trainer.val_before_train=false", "trainer.save_freq=-1")
+        assert done.returncode == 0, (done.stdout + done.stderr)[-6000:]
+        histories.append(metrics(tmp_path / f"outputs/embedded/runs/{name}"))
+    assert [h["step"] for h in histories[0]] == [1, 2]
+
+    def numbers(entry):
+        return {k: v for k, v in entry.items() if not k.startswith(("timing", "agent_loop/")) and "perf/" not in k
+                and "time" not in k and "throughput" not in k and not k.startswith("training/rollout_probs_diff")}
+
+    for first, second in zip(*histories):
+        assert numbers(first) == numbers(second)
+    assert ray_processes() == []
+
+
 @pytest.mark.parametrize("method", ["vgpo", "vppo"])
 def test_perception_methods_train_on_verl(tmp_path, method):
     """The perception pass through MARS's actor worker method on the FSDP2 module, inside Ray."""

@@ -36,13 +36,16 @@ class SampleRows(LogitsProcessor):
 
     Greedy rows take their arg-max. The others follow Hugging Face's sampling: scores / temperature, then nucleus
     filtering (keep the most probable tokens until their mass reaches ``top_p``; ties at the boundary are all kept),
-    then one draw by inverse CDF from torch's global generator (seeded by the trainer). Why not Hugging Face's own
+    then one draw by inverse CDF: from each row's own generator where ``seeds`` are given (a row's draws then depend
+    on its seed only, not on which other rows share its batch), else from torch's global generator (seeded by the
+    trainer). Why not Hugging Face's own
     warpers: on the CPU its top-p ``torch.sort`` and ``torch.multinomial`` cost about 27 ms per token for a batch of
     64 x 3072 (one thread, measured), more than the tiny model's forward; sorting the values alone (numpy) and one
     cumulative sum cost about 2 ms."""
 
-    def __init__(self, greedy: torch.Tensor, temperature: float, top_p: float):
+    def __init__(self, greedy: torch.Tensor, temperature: float, top_p: float, seeds: Sequence[int] | None = None):
         self.greedy, self.temperature, self.top_p = greedy, float(temperature), float(top_p)
+        self.generators = None if seeds is None else [torch.Generator().manual_seed(int(s)) for s in seeds]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         choice = scores.argmax(dim=-1)
@@ -52,7 +55,12 @@ class SampleRows(LogitsProcessor):
             if self.top_p < 1.0:
                 probs = torch.where(probs >= nucleus_threshold(probs, self.top_p), probs, 0.0)
             cdf = probs.cumsum(dim=-1)
-            u = torch.rand(cdf.shape[0], 1, device=cdf.device) * cdf[:, -1:]
+            if self.generators is None:
+                u = torch.rand(cdf.shape[0], 1, device=cdf.device)
+            else:  # every row draws from its own generator, whichever rows share the batch
+                draws = [torch.rand(1, generator=self.generators[i]) for i in range(len(self.generators))]
+                u = torch.stack(draws)[sampled.cpu()].to(cdf.device)
+            u = u * cdf[:, -1:]
             choice[sampled] = (cdf <= u).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)  # first index with cdf > u
         return torch.full_like(scores, float("-inf")).scatter(-1, choice.unsqueeze(-1), 0.0)
 
@@ -139,8 +147,9 @@ class Decoder:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[PromptInputs], samplings: Sequence[Sampling], max_new_tokens: int | Sequence[int],
-                 chunk: int = 0) -> tuple[list[torch.Tensor], np.ndarray]:
-        """Each row's response token ids (up to and including EOS) and whether it hit its token limit."""
+                 chunk: int = 0, seeds: Sequence[int] | None = None) -> tuple[list[torch.Tensor], np.ndarray]:
+        """Each row's response token ids (up to and including EOS) and whether it hit its token limit. ``seeds``: one
+        per row, for draws that depend on the row alone (``SampleRows``)."""
         limits = [int(max_new_tokens)] * len(prompts) if isinstance(max_new_tokens, int) else [int(m) for m in max_new_tokens]
         responses: list[torch.Tensor | None] = [None] * len(prompts)
         truncated = np.zeros(len(prompts), dtype=bool)
@@ -152,7 +161,8 @@ class Decoder:
                 part = rows[start : start + chunk]
                 greedy = torch.tensor([not (samplings[i].do_sample and samplings[i].temperature > 0) for i in part])
                 out, cut = self._generate_rows([prompts[i] for i in part], greedy, sampling,
-                                               max(limits[i] for i in part))
+                                               max(limits[i] for i in part),
+                                               None if seeds is None else [seeds[i] for i in part])
                 for i, resp, trunc in zip(part, out, cut):
                     if len(resp) > limits[i]:  # a row with a lower limit than the call's stops at its own
                         resp, trunc = resp[: limits[i]], True
@@ -161,7 +171,7 @@ class Decoder:
         return responses, truncated
 
     def _generate_rows(self, prompts: Sequence[PromptInputs], greedy: torch.Tensor, sampling: Sampling,
-                       max_new_tokens: int) -> tuple[list[torch.Tensor], list[bool]]:
+                       max_new_tokens: int, seeds: Sequence[int] | None = None) -> tuple[list[torch.Tensor], list[bool]]:
         from transformers import LogitsProcessorList
 
         batch = {k: v.to(self.device) for k, v in collate(prompts, self.pad_id, "left").items()}
@@ -170,7 +180,7 @@ class Decoder:
                       eos_token_id=sorted(self.eos_ids))
         processors = [BanTokens(self.banned)]
         if sampling.do_sample:
-            processors.append(SampleRows(greedy, sampling.temperature, sampling.top_p))
+            processors.append(SampleRows(greedy, sampling.temperature, sampling.top_p, seeds))
         processors = LogitsProcessorList(processors)
         with self.autocast():
             out = self.model.generate(**batch, logits_processor=processors, **kwargs)

@@ -9,7 +9,8 @@ settings, applied to the config before anything starts and printed in one line:
     use_remove_padding=false              the remove-padding path needs flash-attention
     use_torch_compile=false               compiling a tiny model costs more than it saves
     rollout.name=hf                       when none was named (vLLM and SGLang need a GPU); the hf rollout runs
-                                          one model per trainer rank: tensor/data/pipeline parallel sizes 1
+                                          one model per trainer rank: tensor/data/pipeline parallel sizes 1, and
+                                          full_determinism (each row's sampling seeded by step, call and row)
     agent/reward/dataloader workers=1/1/0 one process each: a few cores, no oversubscription
 
 On GPU nodes nothing is changed; only a rollout backend that is not installed is refused, before Ray starts.
@@ -22,6 +23,7 @@ from typing import Any
 
 from omegaconf import open_dict
 
+from mars.data.samples import run_seed
 from mars.engines.verl.checks import VerlConfigError
 
 GPU_ROLLOUTS = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt_llm"}
@@ -72,6 +74,9 @@ def apply_device_settings(cfg: Any, write=print) -> bool:
         with open_dict(cfg):
             for key in ("tensor_model_parallel_size", "data_parallel_size", "pipeline_model_parallel_size"):
                 cfg.actor_rollout_ref.rollout[key] = 1
+            # request ids det-<row> from verl's agent loop: the hf server seeds each row from them (reproducible runs)
+            cfg.actor_rollout_ref.rollout.full_determinism = True
+            cfg.actor_rollout_ref.rollout.seed = run_seed(cfg)  # the run's seed, as the local engine samples with
     if accelerator:
         return False
     settings = {

@@ -34,6 +34,7 @@ from mars.engines.verl.generation import (
 from mars.training.interface import PerceptionRequest, PolicyBatch, RolloutBatch, RolloutRequest
 
 ROW_INDEX_KEY = "mars_row"  # position of a row in the step's order, carried through verl's batch balancing
+CALL_STRIDE = 1_000_000  # request numbers of one generation call: call * CALL_STRIDE + row + 1
 
 
 def timing_key(key: str) -> str:
@@ -53,6 +54,7 @@ class VerlEngine:
         self._metrics: dict[str, float] = {}  # verl-side metrics of the current step (balance, entropy, timing)
         self._old_log_prob_extras: dict[str, torch.Tensor] = {}  # sum_pi_squared / routed_experts, step order
         self.validating = False  # set around the per-view validation's generation (MarsRayPPOTrainer._validate)
+        self._calls: dict[int, int] = {}  # generation calls made at each global step (the hf rollout's request seeds)
         self._geometry = None  # the processor's black patch row, merge and patch size, for altered views
 
     # ------------------------------------------------------------------------------------------ rollout servers
@@ -80,6 +82,12 @@ class VerlEngine:
             )
         self._check_sampling(requests)
         generation = generation_batch(requests)
+        if str(rollout.name) == "hf":
+            # verl's full_determinism names each request det-<priority>; numbered by step and call, every row's
+            # sampling seed in the hf server is a function of (seed, step, call, row) only
+            step = int(self.trainer.global_steps)
+            call = self._calls[step] = self._calls.get(step, -1) + 1
+            generation.non_tensor_batch["priority"] = np.arange(len(generation), dtype=np.int64) + 1 + call * CALL_STRIDE
         # the agent-loop manager splits a request evenly over its workers: pad with copies, drop their outputs
         padded, pad_size = pad_dataproto_to_divisor(generation, int(rollout.agent.num_workers))
         padded.meta_info = {"global_steps": self.trainer.global_steps}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import zlib
 from typing import Any
 
 import torch
@@ -82,10 +83,10 @@ class HFRolloutServer:
         self.prompt_length, self.response_length = int(config.prompt_length), int(config.response_length)
         self.global_steps: int | None = None
         self.weight_updates = 0
-        self._pending: list[tuple[Any, Any, int, asyncio.Future]] = []
+        self._pending: list[tuple[Any, Any, int, int | None, asyncio.Future]] = []
         self._batcher: asyncio.Task | None = None
-        seed = int(getattr(config, "seed", 0) or 0) + replica_rank
-        torch.manual_seed(seed)
+        self.seed = int(getattr(config, "seed", 0) or 0)
+        torch.manual_seed(self.seed + replica_rank)
 
     def ready(self) -> dict[str, Any]:
         return {"device": str(self.device), "pid": os.getpid(),
@@ -104,12 +105,21 @@ class HFRolloutServer:
         limit = max(1, min(limit, self.response_length))
         inputs = prompt_inputs(prompt_ids, image_data, self.processor)
         future = asyncio.get_running_loop().create_future()
-        self._pending.append((inputs, request_sampling(params), limit, future))
+        self._pending.append((inputs, request_sampling(params), limit, self.request_seed(request_id), future))
         if self._batcher is None or self._batcher.done():
             self._batcher = asyncio.create_task(self._run_batches())
         token_ids = await future
         return TokenOutput(token_ids=token_ids, log_probs=None, stop_reason="completed",
                            extra_fields={"global_steps": self.global_steps})
+
+    def request_seed(self, request_id: str) -> int | None:
+        """The sampling seed of one request under verl's ``rollout.full_determinism`` (request ids ``det-<priority>``,
+        the priority a function of the row: MARS's verl engine numbers them per step and call): a function of
+        (rollout seed, step, request) only, so batches formed by arrival time do not change a row's draws. None for
+        verl's random request ids: torch's global generator, as before."""
+        if not str(request_id).startswith("det-"):
+            return None
+        return zlib.crc32(f"{self.seed}:{self.global_steps}:{request_id}".encode()) & 0x7FFFFFFF
 
     async def _run_batches(self) -> None:
         while self._pending:
@@ -119,9 +129,11 @@ class HFRolloutServer:
                 await asyncio.sleep(GATHER_SECONDS)
                 waited += GATHER_SECONDS
             batch, self._pending = self._pending, []
+            seeds = [b[3] for b in batch]
             try:
                 responses, _ = await asyncio.to_thread(
-                    self.decoder.generate, [b[0] for b in batch], [b[1] for b in batch], [b[2] for b in batch])
+                    self.decoder.generate, [b[0] for b in batch], [b[1] for b in batch], [b[2] for b in batch], 0,
+                    None if None in seeds else seeds)
             except Exception as exc:  # noqa: BLE001 - every waiting request gets the error, none hangs
                 for *_, future in batch:
                     if not future.done():
