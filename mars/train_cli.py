@@ -102,10 +102,32 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, RunDirConflict, CheckpointError) as exc:  # refused before training: names the cause, the fix
         print(f"mars train: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\nmars train: interrupted. {kept_line(cfg)}", file=sys.stderr)
+        return 130
     except SettingsError as exc:  # a setting only the data or the model can refute (perception.source, patch_size)
         print("mars train: bad value:\n" + "\n".join(f"  - {p}" for p in exc.problems), file=sys.stderr)
         return 2
     return 0
+
+
+def kept_line(cfg) -> str:
+    """What an interrupted run left, in one line: the last checkpoint, and that the same command resumes."""
+    from pathlib import Path
+
+    from mars.training.checkpoint import CheckpointError, find_checkpoint
+
+    folder = Path(str(cfg.trainer.default_local_dir))
+    try:
+        checkpoint = find_checkpoint(folder)[0]
+    except (CheckpointError, OSError):
+        checkpoint = None
+    if checkpoint is None:
+        verl = sorted(folder.glob("global_step_*"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
+        checkpoint = verl[-1] if verl else None
+    if checkpoint is None:
+        return f"No checkpoint was saved yet in {folder}; the same command starts the run again."
+    return f"Kept: {checkpoint} and the metrics up to it; the same command resumes from there."
 
 
 if __name__ == "__main__":

@@ -158,3 +158,29 @@ def test_a_fresh_start_after_a_run_that_died_before_its_first_checkpoint_logs_st
                           "mars.sft_warmup.steps=0"), write=lambda s: None)
     assert [h["step"] for h in read_history(run)] == [0, 1]
     assert not (run / ".global_step_1.tmp").exists()
+
+
+def test_ctrl_c_ends_with_one_line_saying_what_was_kept_and_exit_130(tiny_model_dir, ir_data_dir, tmp_path):
+    """A real `mars train` process, interrupted (SIGINT, as Ctrl-C sends) once it has saved a checkpoint."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.test_local_engine import tiny_overrides
+
+    args = [sys.executable, "-m", "mars.cli", "train", "--config-name", "embedded",
+            *tiny_overrides(tiny_model_dir, ir_data_dir, tmp_path / "warm"), f"trainer.default_local_dir={tmp_path / 'run'}",
+            "trainer.total_training_steps=200", "trainer.save_freq=1", "trainer.test_freq=0", "mars.sft_warmup.steps=0"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 300
+    while not (tmp_path / "run" / "global_step_2").exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert "interrupted" in last and "global_step_" in last and "the same command resumes" in last
+    assert "Traceback" not in err

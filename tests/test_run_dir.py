@@ -63,7 +63,7 @@ def test_resume_mode_disable_starts_over_and_keeps_foreign_files(tmp_path):
     (tmp_path / "notes.txt").write_text("mine")
     run = prepare_run_dir(cfg_in(tmp_path, "preset=dapo", "trainer.resume_mode=disable"), write=lambda s: None)
     assert run.status == "new"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".mars.lock", "config.yaml", "notes.txt"]
     assert OmegaConf.load(tmp_path / "config.yaml").actor_rollout_ref.actor.clip_ratio_high == 0.28
 
 
@@ -98,3 +98,34 @@ def test_mars_train_twice_trains_once(tiny_model_dir, ir_data_dir, tmp_path, cap
                  "preset=dapo"]) == 2
     err = capsys.readouterr().err
     assert "holds a run with other settings" in err and "Traceback" not in err
+
+
+LOCK_HOLDER = """
+import sys, time
+from mars.config.compose import compose_config
+from mars.training.run_dir import prepare_run_dir
+prepare_run_dir(compose_config("mars_trainer", [f"trainer.default_local_dir={sys.argv[1]}"]), write=lambda s: None)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_second_process_on_a_run_folder_stops_at_once_and_a_dead_holders_lock_is_free(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", LOCK_HOLDER, str(tmp_path / "run")], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        second = subprocess.run([sys.executable, "-c", LOCK_HOLDER.replace("time.sleep(600)", ""),
+                                 str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+        assert second.returncode != 0
+        assert "is in use by pid " + str(holder.pid) in second.stderr and "trainer.experiment_name" in second.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+    # the holder was killed (-9): the operating system dropped its lock, nothing stale is left
+    after = subprocess.run([sys.executable, "-c", LOCK_HOLDER.replace("time.sleep(600)", ""), str(tmp_path / "run")],
+                           capture_output=True, text=True, timeout=120)
+    assert after.returncode == 0 and after.stdout.strip() == "locked"

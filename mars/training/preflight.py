@@ -72,3 +72,20 @@ def check_perception(cfg: Any, processor: Any = None) -> None:
             view.region_side(int(image_processor.patch_size))
         except ValueError as exc:
             raise SettingsError([str(exc)]) from None
+
+
+def check_enough_rows(cfg: Any, rows: int | None = None) -> None:
+    """Before training: at least ``data.train_batch_size`` training prompts (``rows``: the usable ones, else every row
+    of ``data.train_files``). Raises ``SettingsError`` naming both numbers."""
+    from mars.training.settings import SettingsError
+
+    batch = int(cfg.data.train_batch_size)
+    if rows is None:
+        import pyarrow.parquet as pq
+
+        files = cfg.data.train_files
+        rows = sum(pq.ParquetFile(str(path)).metadata.num_rows
+                   for path in ([files] if isinstance(files, str) else list(files)))
+    if rows < batch:
+        raise SettingsError([f"data.train_batch_size={batch}: the training data has {rows} usable prompt(s), fewer "
+                             f"than one batch; lower data.train_batch_size to at most {rows} or add data"])

@@ -10,6 +10,11 @@
   for: the run is complete; its result is printed and nothing is rewritten.
 - otherwise: a resume (or a fresh start when no checkpoint was saved yet); ``config.yaml`` is rewritten when an
   allowed key changed (e.g. more steps), so the directory always describes its run.
+
+First of all, the process takes the folder's lock (``.mars.lock``, an advisory ``flock`` held until the process
+ends, with the holder's pid and host written in it): a second process on the same folder stops at once. The
+operating system drops the lock when its holder dies, so a crashed run never leaves a stale one (on file systems
+without ``flock``, e.g. some NFS mounts, the lock is not enforced).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import json
 import os
 import re
 import shutil
+import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -52,7 +59,39 @@ RUN_OUTPUTS = (CONFIG, RESULT, POINTER, "metrics.jsonl", "training.png", "huggin
 
 
 class RunDirConflict(ValueError):
-    """The run directory holds a run of another configuration."""
+    """The run directory holds a run of another configuration, or another process is running in it."""
+
+
+LOCK = ".mars.lock"
+_locks: dict[str, Any] = {}  # folder -> its open lock file, held for the life of the process
+
+
+def lock_run_dir(path: Path) -> None:
+    """Take ``path``'s lock for this process (module docstring); ``RunDirConflict`` naming the holder if taken."""
+    import fcntl
+
+    path.mkdir(parents=True, exist_ok=True)
+    key = str(path.resolve())
+    if key in _locks:
+        return
+    handle = open(path / LOCK, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunDirConflict(
+            f"{path} is in use by {holder}: two runs in one folder would log every step twice. Wait for it to "
+            "end (or stop it), or give this run its own folder with trainer.experiment_name=NAME.") from None
+    except OSError:  # a file system without flock: run unlocked rather than not at all
+        _locks[key] = handle
+        return
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    handle.flush()
+    _locks[key] = handle
 
 
 @dataclass
@@ -140,6 +179,7 @@ def prepare_run_dir(cfg: Any, write=print, engine_keys_ignored: Sequence[str] = 
     ``total_steps``: the steps this run trains (default ``trainer.total_training_steps``), to recognise a complete
     run. Raises ``RunDirConflict``; writes ``config.yaml`` for a new run and after a resume's allowed changes."""
     path = Path(cfg.trainer.default_local_dir)
+    lock_run_dir(path)
     total = total_steps if total_steps is not None else _total_steps(cfg)
     text = config_text(cfg)
     new = OmegaConf.to_container(OmegaConf.create(text))

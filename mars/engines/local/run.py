@@ -21,7 +21,7 @@ from mars.data.samples import load_samples, run_seed, training_samples
 from mars.engines.local.local_engine import LocalEngine
 from mars.hf.warm_start import warm_started_model
 from mars.training.checkpoint import clean_leftovers, find_checkpoint, load_checkpoint, save_checkpoint
-from mars.training.preflight import check_perception, check_prompt_lengths
+from mars.training.preflight import check_enough_rows, check_perception, check_prompt_lengths
 from mars.training.progress import Progress, quiet_library_bars
 from mars.training.prompts import DataExhausted, PromptSampler
 from mars.training.run_dir import absolutize_paths, prepare_run_dir
@@ -60,6 +60,7 @@ def run(cfg: Any, write=print) -> RunResult:
     absolutize_paths(cfg)
 
     train = training_samples(cfg)
+    check_enough_rows(cfg, len(train))
     val = load_samples(cfg.data.val_files, str(cfg.mars.on_bad_row)) if cfg.data.get("val_files") else []
     max_val = int(cfg.data.get("val_max_samples", -1) or -1)
     val = val[:max_val] if max_val > 0 else val

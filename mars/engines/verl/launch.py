@@ -243,18 +243,19 @@ def run(config: Any, write=print):
     from verl.utils.config import validate_config
 
     from mars.hf.warm_start import warm_started_model
-    from mars.training.preflight import check_perception
+    from mars.training.preflight import check_enough_rows, check_perception
     from mars.training.run_dir import prepare_run_dir
     from mars.training.summary import result_of, summarize_run
 
     on_cpu = prepare_config(config, write)
+    check_perception(config)  # the source names and patch size, before the warm start and Ray
+    check_enough_rows(config)  # verl would stop inside Ray with an empty dataloader
     run_dir = prepare_run_dir(config, write)  # before any training: another run's directory stops here
     if run_dir.status == "complete":
         return result_of(run_dir.path, run_dir.result)
     with open_dict(config):  # the folder's config.yaml names the base model; the warm start is derived from it
         config.actor_rollout_ref.model.path = warm_started_model(config, write)
     check_data_files(config)
-    check_perception(config)  # the source names, before Ray starts (the patch size needs the processor)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
     with ray_cluster(config, on_cpu, write):
         run_ppo(config, task_runner_class=ray.remote(MarsTaskRunner))
