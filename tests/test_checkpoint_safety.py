@@ -184,3 +184,26 @@ def test_ctrl_c_ends_with_one_line_saying_what_was_kept_and_exit_130(tiny_model_
     last = err.strip().splitlines()[-1]
     assert "interrupted" in last and "global_step_" in last and "the same command resumes" in last
     assert "Traceback" not in err
+
+
+def test_an_interrupted_embedded_build_is_found_and_built_again(tmp_path, monkeypatch):
+    """What a kill during the first `mars train` leaves (a 0-byte parquet, a 0-byte config.json) is rebuilt."""
+    import pandas as pd
+
+    from mars.config.compose import compose_config
+    from mars.training.embedded import COMPLETE, prepare_embedded
+
+    monkeypatch.chdir(tmp_path)
+    cfg = compose_config("embedded", ["mars.embedded.num=20"])
+    data_dir, model_dir = tmp_path / cfg.mars.embedded.data_dir, tmp_path / cfg.mars.embedded.model_dir
+    for folder, name in ((data_dir, "train.parquet"), (model_dir, "config.json")):
+        folder.mkdir(parents=True)
+        (folder / name).write_bytes(b"")
+    lines = []
+    prepare_embedded(cfg, write=lines.append)
+    assert sum("incomplete build" in line for line in lines) == 2
+    assert (data_dir / COMPLETE).exists() and (model_dir / COMPLETE).exists()
+    assert len(pd.read_parquet(data_dir / "train.parquet")) > 0 and (model_dir / "config.json").stat().st_size > 0
+    lines.clear()
+    prepare_embedded(cfg, write=lines.append)  # complete now: nothing is built again
+    assert lines == []
