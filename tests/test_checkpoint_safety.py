@@ -207,3 +207,27 @@ def test_an_interrupted_embedded_build_is_found_and_built_again(tmp_path, monkey
     lines.clear()
     prepare_embedded(cfg, write=lines.append)  # complete now: nothing is built again
     assert lines == []
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_prompt_too_long_is_refused_before_the_warm_start(tiny_model_dir, ir_data_dir, tmp_path, split):
+    import shutil
+
+    import pandas as pd
+
+    from mars.data.samples import BadDataError
+    from mars.engines import run_training
+
+    from tests.test_local_engine import tiny_cfg
+
+    data = tmp_path / "data"
+    shutil.copytree(ir_data_dir, data)
+    frame = pd.read_parquet(data / f"{split}.parquet")
+    prompt = [dict(m) for m in frame.at[0, "prompt"]]
+    prompt[0]["content"] = prompt[0]["content"] + " very long" * 10_000  # 100k characters
+    frame.at[0, "prompt"] = prompt
+    frame.to_parquet(data / f"{split}.parquet")
+    cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, data, "mars.sft_warmup.steps=2")
+    with pytest.raises(BadDataError, match=f"data.{split}_files: 1 row"):
+        run_training(cfg, write=lambda s: None)
+    assert not (tmp_path / "warm_start").exists() or not any((tmp_path / "warm_start").iterdir())

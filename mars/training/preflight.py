@@ -9,10 +9,19 @@ from mars.data.samples import BadDataError
 from mars.training.settings import AnchorSettings
 
 
+def base_tokenizer_and_processor(cfg: Any) -> tuple[Any, Any]:
+    """The configured model's tokenizer and processor (no weights): what the checks before the warm start need."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(str(cfg.actor_rollout_ref.model.path))
+    return processor.tokenizer, processor
+
+
 def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None) -> None:
-    """Before training: every training prompt and mono-source variant fits ``actor_rollout_ref.rollout.prompt_length``
-    (image headers only). Raises ``BadDataError`` naming the rows and the fix, like ``mars data check
-    --max-prompt-length``. The processor's image settings are used when given, else Qwen2.5-VL's."""
+    """Before training (and before the warm start): every training and validation prompt and mono-source variant
+    fits ``actor_rollout_ref.rollout.prompt_length`` (image headers only). Raises ``BadDataError`` naming the rows and
+    the fix, like ``mars data check --max-prompt-length``. The processor's image settings are used when given, else
+    Qwen2.5-VL's."""
     image_processor = getattr(processor, "image_processor", None)
     size = getattr(image_processor, "size", None) or {}
     min_pixels = int(getattr(image_processor, "min_pixels", None) or size.get("shortest_edge")
@@ -22,17 +31,18 @@ def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None)
     factor = int(getattr(image_processor, "patch_size", 14) or 14) * int(getattr(image_processor, "merge_size", 2) or 2)
     limit = check.LengthLimit(int(cfg.actor_rollout_ref.rollout.prompt_length),
                               AnchorSettings.from_config(cfg).variant_mode, tokenizer, factor)
-    files = cfg.data.train_files
-    for path in [files] if isinstance(files, str) else list(files):
-        report = check.check_dataset(str(path), min_pixels=min_pixels, max_pixels=max_pixels, decode=False,
-                                     length_limit=limit)
-        too_long_rows = report.errors.get(check.PROMPT_TOO_LONG)
-        if too_long_rows:
-            too_long = [example for example in report.examples if "rollout.prompt_length=" in example]
-            raise BadDataError(
-                f"data.train_files: {too_long_rows} row(s) of {path} have a prompt or mono-source variant longer "
-                f"than rollout.prompt_length={limit.max_prompt_length}:\n  " + "\n  ".join(too_long)
-            )
+    for key in ("train_files", "val_files"):
+        files = cfg.data.get(key)
+        for path in [files] if isinstance(files, str) else list(files or []):
+            report = check.check_dataset(str(path), min_pixels=min_pixels, max_pixels=max_pixels, decode=False,
+                                         length_limit=limit)
+            too_long_rows = report.errors.get(check.PROMPT_TOO_LONG)
+            if too_long_rows:
+                too_long = [example for example in report.examples if "rollout.prompt_length=" in example]
+                raise BadDataError(
+                    f"data.{key}: {too_long_rows} row(s) of {path} have a prompt or mono-source variant longer "
+                    f"than rollout.prompt_length={limit.max_prompt_length}:\n  " + "\n  ".join(too_long)
+                )
 
 
 def data_source_names(files: Any) -> set[str]:

@@ -21,7 +21,12 @@ from mars.data.samples import load_samples, run_seed, training_samples
 from mars.engines.local.local_engine import LocalEngine
 from mars.hf.warm_start import warm_started_model
 from mars.training.checkpoint import clean_leftovers, find_checkpoint, load_checkpoint, save_checkpoint
-from mars.training.preflight import check_enough_rows, check_perception, check_prompt_lengths
+from mars.training.preflight import (
+    base_tokenizer_and_processor,
+    check_enough_rows,
+    check_perception,
+    check_prompt_lengths,
+)
 from mars.training.progress import Progress, quiet_library_bars
 from mars.training.prompts import DataExhausted, PromptSampler
 from mars.training.run_dir import absolutize_paths, prepare_run_dir
@@ -70,6 +75,8 @@ def run(cfg: Any, write=print) -> RunResult:
     run_dir = run.path
     if run.status == "complete":
         return result_of(run_dir, run.result)
+    # every prompt and variant fits, before the warm start (a 100k-character prompt would exhaust its memory)
+    check_prompt_lengths(cfg, *base_tokenizer_and_processor(cfg))
 
     # the run ends at trainer.total_training_steps or after trainer.total_epochs passes over the data, whichever
     # comes first (verl's rule; DAPO draws several batches per step)
@@ -88,7 +95,6 @@ def run(cfg: Any, write=print) -> RunResult:
     # a checkpoint holds the weights (and the reference's); a new run starts from the cached warm start
     start_from = None if checkpoint is not None else warm_started_model(cfg, write)
     engine = LocalEngine(cfg, total, start_from, write)
-    check_prompt_lengths(cfg, engine.tokenizer, engine.processor)  # every prompt and variant fits, before step 1
     settings = StepSettings.from_config(cfg)
     log = MetricsLog(run_dir, cfg)
     show = int(cfg.mars.get("log_generations", 0))

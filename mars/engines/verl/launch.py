@@ -243,7 +243,12 @@ def run(config: Any, write=print):
     from verl.utils.config import validate_config
 
     from mars.hf.warm_start import warm_started_model
-    from mars.training.preflight import check_enough_rows, check_perception
+    from mars.training.preflight import (
+        base_tokenizer_and_processor,
+        check_enough_rows,
+        check_perception,
+        check_prompt_lengths,
+    )
     from mars.training.run_dir import prepare_run_dir
     from mars.training.summary import result_of, summarize_run
 
@@ -253,6 +258,7 @@ def run(config: Any, write=print):
     run_dir = prepare_run_dir(config, write)  # before any training: another run's directory stops here
     if run_dir.status == "complete":
         return result_of(run_dir.path, run_dir.result)
+    check_prompt_lengths(config, *base_tokenizer_and_processor(config))  # a long prompt would stop the warm start
     with open_dict(config):  # the folder's config.yaml names the base model; the warm start is derived from it
         config.actor_rollout_ref.model.path = warm_started_model(config, write)
     check_data_files(config)
@@ -269,10 +275,12 @@ def run_entry_point(config: Any) -> None:
 
     from mars.config.compose import ConfigError, finalize_config
     from mars.data.samples import BadDataError
+    from mars.training.checkpoint import CheckpointError
     from mars.training.run_dir import RunDirConflict
+    from mars.training.settings import SettingsError
 
     try:
         run(finalize_config(config))
-    except (ConfigError, BadDataError, RunDirConflict) as exc:
+    except (ConfigError, BadDataError, RunDirConflict, SettingsError, CheckpointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -42,12 +42,11 @@ class MarsRayPPOTrainer(RayPPOTrainer):
     engine: VerlEngine
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any):
-        from mars.training.preflight import check_perception, check_prompt_lengths
+        from mars.training.preflight import check_prompt_lengths
 
         super().__init__(config, *args, **kwargs)
-        # a variant longer than the rollout's prompt_length would stop a step deep in the run: refuse it now
+        # launch.run checked before the warm start and Ray; a trainer built another way checks here
         check_prompt_lengths(config, self.tokenizer, self.processor)
-        check_perception(config, self.processor)
 
     def fit(self) -> None:
         from tqdm import tqdm
