@@ -259,3 +259,39 @@ def test_text_tokens_are_counted_with_the_tokenizer(fresh, tmp_path):
     problems = validate_row(row, length_limit=check.LengthLimit(images + text - 1, "blank", tokenizer))
     assert [p.kind for p in problems] == [check.PROMPT_TOO_LONG]
     assert f"({images} image + {text} text tokens)" in problems[0]
+
+
+def test_a_16_bit_grayscale_image_is_refused_naming_the_row(fresh, tmp_path):
+    """PIL's RGB conversion of an I;16 picture clips it to white: the checker refuses it instead of training on it."""
+    import numpy as np
+
+    rows = schema.read_parquet_rows(fresh["ir_grounding"].parquet_files["train"])
+    deep = tmp_path / "deep.png"
+    Image.fromarray(np.linspace(0, 65535, 112 * 112).reshape(112, 112).astype(np.uint16)).save(deep)
+    assert Image.open(deep).mode in check.HIGH_BIT_MODES
+    assert Image.open(deep).convert("RGB").getextrema() != ((0, 0), (0, 0), (0, 0))
+    rows[3]["images"][1]["image"] = str(deep)
+    path = tmp_path / "deep.parquet"
+    schema.write_parquet(rows, str(path))
+    report = check_dataset(str(path))
+    assert not report.ok and report.errors[check.HIGH_BIT_DEPTH] == 1
+    text = report.summary()
+    assert "row 3" in text and "16-bit" in text and "257" in text
+
+
+def test_text_that_is_not_utf8_names_the_file_column_and_row(fresh, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(fresh["ir_grounding"].parquet_files["train"])
+    where = table.schema.get_field_index("data_source")
+    raw = [c.encode() for c in table.column("data_source").to_pylist()]
+    raw[4] = b"llvip" + bytes([0xFF, 0xFE])  # Latin-1 bytes in a string column, as a foreign writer can leave
+    binary = pa.array(raw, type=pa.binary())
+    invalid = pa.Array.from_buffers(pa.string(), len(raw), binary.buffers())  # same bytes, labelled UTF-8
+    path = tmp_path / "latin1.parquet"
+    pq.write_table(table.set_column(where, "data_source", invalid), path)
+    report = check_dataset(str(path))
+    assert not report.ok
+    text = report.summary()
+    assert "row 4" in text and "'data_source'" in text and "not UTF-8" in text and "latin1.parquet" in text

@@ -40,6 +40,10 @@ MISSING_IMAGE = "missing_image"
 CORRUPT_IMAGE = "corrupt_image"
 IMAGE_TOO_LARGE = "image_too_large"
 IMAGE_TOO_SMALL = "image_too_small"
+HIGH_BIT_DEPTH = "high_bit_depth_image"
+# PIL modes whose conversion to RGB (the processor's, verl's qwen_vl_utils') clips every value above 255: a 16-bit
+# or float picture becomes a uniform white image
+HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 BAD_GROUND_TRUTH = "bad_ground_truth"
 EMPTY_DATASET = "empty_dataset"
 PROMPT_TOO_LONG = "prompt_too_long"
@@ -113,6 +117,8 @@ def inspect_image(
                 return ImageFacts(size, IMAGE_TOO_LARGE, f"{size[0]}x{size[1]} = {pixels} pixels > max {max_pixels}")
             if pixels < min_pixels:
                 return ImageFacts(size, IMAGE_TOO_SMALL, f"{size[0]}x{size[1]} = {pixels} pixels < min {min_pixels}")
+            if im.mode in HIGH_BIT_MODES:
+                return ImageFacts(size, HIGH_BIT_DEPTH, im.mode)
             if decode:
                 im.load()
             return ImageFacts(size)
@@ -325,6 +331,9 @@ def _explain(facts: ImageFacts, path: Any, base_dir: Optional[str], max_pixels: 
             f"too large, {facts.detail}: resize it offline (keeping boxes in step) or raise --max-pixels "
             f"together with the processor's max_pixels"
         )
+    if facts.kind == HIGH_BIT_DEPTH:
+        return (f"a {facts.detail} image (16-bit or float): converting it to RGB, as the processor does, clips every "
+                "value above 255 and trains on a white picture; save it as 8-bit first (16-bit: divide by 257)")
     if facts.kind == IMAGE_TOO_SMALL:
         return f"too small, {facts.detail}: the processor would upscale it; resize it to at least 56x56"
     return facts.detail
@@ -441,9 +450,28 @@ def iter_rows(path: str) -> Iterator[tuple[int, Any, Optional[str]]]:
         return
     index = 0
     for batch in pq.ParquetFile(path).iter_batches(batch_size=BATCH_ROWS):
-        for row in batch.to_pylist():
-            yield index, row, None
+        try:
+            rows = [(row, None) for row in batch.to_pylist()]
+        except UnicodeDecodeError:  # a text cell that is not UTF-8: find its row and column
+            rows = [undecodable_row(batch, i) for i in range(batch.num_rows)]
+        for row, problem in rows:
+            yield index, row, problem
             index += 1
+
+
+def undecodable_row(batch: Any, i: int) -> tuple[Any, Optional[str]]:
+    """Row ``i`` of a record batch, or (None, which column is not UTF-8 and the fix)."""
+    try:
+        return batch.slice(i, 1).to_pylist()[0], None
+    except UnicodeDecodeError as exc:
+        for name in batch.schema.names:
+            try:
+                batch.column(name).slice(i, 1).to_pylist()
+            except UnicodeDecodeError:
+                return None, (f"column {name!r} holds text that is not UTF-8 ({exc.reason}, byte "
+                              f"{exc.object[exc.start:exc.start + 1]!r} at position {exc.start}): re-encode the "
+                              "file's text as UTF-8")
+        return None, f"text that is not UTF-8 ({exc.reason})"
 
 
 def check_dataset(
