@@ -118,6 +118,7 @@ class VqaSample:
     strict_correct: bool
     parsed: bool
     reference_correct: bool = False
+    empty: bool = False  # no generated text at all
 
 
 def vqa_sample(
@@ -134,6 +135,7 @@ def vqa_sample(
             generated if reference_text is None else reference_text,
             ground_truth if reference_truth is None else reference_truth,
         ),
+        empty=not generated.strip(),
     )
 
 
@@ -147,8 +149,18 @@ def accuracy_above(ious: Sequence[float], threshold: float) -> float:
     return percent(sum(iou > threshold for iou in ious), len(ious))
 
 
+EMPTY_NOTE = "No samples: nothing to score (every rate is left out, not 0 or 100)."
+
+
+def empty_report(task: str, threshold: Optional[float]) -> dict[str, Any]:
+    """The report of an empty results file: 0 samples, no rates."""
+    return {"task": task, "threshold": threshold, "samples": 0, "note": EMPTY_NOTE}
+
+
 def grounding_report(samples: Sequence[GroundingSample], threshold: float) -> dict[str, Any]:
     """Aggregate grounding report; accuracies in percent, ``mean_iou`` in [0, 1] (unparsed count as 0)."""
+    if not samples:
+        return empty_report(GROUNDING, threshold)
     ious = [sample.mean_iou for sample in samples]
     counted = [sample.reference_iou for sample in samples if sample.reference_iou is not None]
     detection_part = detection.detection_metrics(
@@ -180,7 +192,10 @@ def grounding_report(samples: Sequence[GroundingSample], threshold: float) -> di
 def vqa_report(samples: Sequence[VqaSample], threshold: Optional[float] = None) -> dict[str, Any]:
     """Aggregate VQA report, accuracies in percent. ``accuracy`` uses the reference rule;
     ``accuracy_strict`` the stricter reward rule (``mars.rewards.vqa.answer_is_correct``)."""
+    if not samples:
+        return empty_report(VQA, threshold)
     parsed = [sample for sample in samples if sample.parsed]
+    empty_counted = sum(sample.empty and sample.reference_correct for sample in samples)
     correct = sum(sample.correct for sample in samples)
     return {
         "task": VQA,
@@ -191,9 +206,16 @@ def vqa_report(samples: Sequence[VqaSample], threshold: Optional[float] = None) 
         "accuracy": percent(correct, len(samples)),
         "accuracy_strict": percent(sum(sample.strict_correct for sample in samples), len(samples)),
         "accuracy_reference": percent(sum(sample.reference_correct for sample in samples), len(samples)),
-        "note": VQA_NOTE,
+        "reference_empty_counted_correct": empty_counted,
+        "note": VQA_NOTE + (EMPTY_GENERATION_NOTE.format(n=empty_counted) if empty_counted else ""),
     }
 
+
+EMPTY_GENERATION_NOTE = (
+    " The reference rules count an empty generation as correct (its pattern for an empty prediction, \\b\\b, matches "
+    "any ground truth with a word; a generation that is not text crashes the reference): {n} such item(s) are in "
+    "'reference rules' here, none in 'accuracy'."
+)
 
 _ROW_LABELS = {
     "samples": "samples",
@@ -212,6 +234,7 @@ _ROW_LABELS = {
     "accuracy_reference": "accuracy, reference rules (%)",
     "mean_iou_reference": "mean IoU, reference rules",
     "reference_skipped": "skipped by the reference rules",
+    "reference_empty_counted_correct": "empty, correct by reference rules",
 }
 
 

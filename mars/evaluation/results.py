@@ -7,6 +7,7 @@ command line can print it and exit with status 2 instead of showing a traceback.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,18 +52,31 @@ def check_item(path: Path, index: int, item: Any) -> None:
 
 
 def grounding_truth(path: Path, index: int, ground_truth: Any) -> list[Box]:
-    """The true boxes of one item, or ``ResultsError`` naming it."""
+    """The true boxes of one item, or ``ResultsError`` naming it (not boxes, or a box no prediction can match)."""
     true_boxes = parse_ground_truth_boxes(ground_truth)
     if true_boxes is None:
         raise ResultsError(
             f"{path}: item {index}: ground_truth {str(ground_truth)[:120]!r} is not a list of [x1, y1, x2, y2] "
             "boxes; fix that item (or evaluate with task 'vqa' if this is a VQA file)"
         )
+    for k, box in enumerate(true_boxes):
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)) or x2 <= x1 or y2 <= y1:
+            raise ResultsError(
+                f"{path}: item {index}: true box {k} {[x1, y1, x2, y2]} is empty or inverted (needs x1 < x2 and "
+                "y1 < y2): no prediction can match it; fix that item"
+            )
     return true_boxes
 
 
 def vqa_truth(path: Path, index: int, ground_truth: Any) -> str:
-    """The ground-truth answer of one item, or ``ResultsError`` naming it when it is empty or not text."""
+    """The ground-truth answer of one item, or ``ResultsError`` naming it when it is empty, not text or a number,
+    or a boolean or NaN (which would become the answers "True" or "nan")."""
+    value = ground_truth[0] if isinstance(ground_truth, list) and len(ground_truth) == 1 else ground_truth
+    if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ResultsError(
+            f"{path}: item {index}: ground_truth {value!r} is not an answer; write the answer text (e.g. \"yes\")"
+        )
     answer = ground_truth_answer(ground_truth)
     if not normalise(answer):
         raise ResultsError(
