@@ -129,3 +129,14 @@ def test_a_second_process_on_a_run_folder_stops_at_once_and_a_dead_holders_lock_
     after = subprocess.run([sys.executable, "-c", LOCK_HOLDER.replace("time.sleep(600)", ""), str(tmp_path / "run")],
                            capture_output=True, text=True, timeout=120)
     assert after.returncode == 0 and after.stdout.strip() == "locked"
+
+
+def test_each_engine_has_its_own_default_run_folder():
+    from mars.config.compose import compose_config
+
+    local = compose_config("embedded_interference", [])
+    verl = compose_config("embedded_interference", ["trainer.engine=verl"])
+    named = compose_config("embedded_interference", ["trainer.engine=verl", "trainer.experiment_name=mine"])
+    assert str(local.trainer.default_local_dir).endswith("runs/embedded_interference")
+    assert str(verl.trainer.default_local_dir).endswith("runs/embedded_interference_verl")
+    assert str(named.trainer.default_local_dir).endswith("runs/mine")  # a name the user gives is kept as it is

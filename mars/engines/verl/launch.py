@@ -227,6 +227,7 @@ def prepare_config(config: Any, write=print) -> bool:
         check_verl_config(config)
         absolutize_paths(config)  # Ray workers do not share the driver's working directory
         config.trainer.default_local_dir = os.path.abspath(str(config.trainer.default_local_dir))
+        config.trainer.experiment_name = str(config.trainer.experiment_name)  # MARS's resolver stays in this process
     if not on_cpu:
         from verl.utils.device import auto_set_device
 
