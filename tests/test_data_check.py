@@ -295,3 +295,34 @@ def test_text_that_is_not_utf8_names_the_file_column_and_row(fresh, tmp_path):
     assert not report.ok
     text = report.summary()
     assert "row 4" in text and "'data_source'" in text and "not UTF-8" in text and "latin1.parquet" in text
+
+
+def test_skipped_rows_are_one_line_per_cause_and_no_usable_rows_says_why(fresh, tmp_path, caplog):
+    import logging
+
+    from mars.data.samples import BadDataError, load_samples
+
+    rows = schema.read_parquet_rows(fresh["ir_grounding"].parquet_files["train"])
+    for row in rows:
+        row["images"][0]["image"] = str(tmp_path / "gone.png")
+    path = tmp_path / "missing.parquet"
+    schema.write_parquet(rows, str(path))
+    with caplog.at_level(logging.WARNING), pytest.raises(BadDataError, match=r"no usable rows(.|\n)*10 row\(s\): "
+                                                                             r"missing_image"):
+        load_samples(str(path), "skip")
+    skipped = [r for r in caplog.records if "skipped" in r.getMessage()]
+    assert len(skipped) == 1 and "10 row(s)" in skipped[0].getMessage()
+
+
+def test_the_reference_files_missing_images_are_explained_and_convert_warns(tmp_path, capsys):
+    reference = Path(__file__).parent / "data" / "reference-data"
+    files = sorted(reference.glob("*.json")) if reference.is_dir() else []
+    if not files:
+        pytest.fail("tests/data/reference-data holds the reference release's evaluation files")
+    report = check_dataset(str(files[0]))
+    assert report.errors[check.MISSING_IMAGE] > 0
+    text = report.summary()
+    assert "ships its question files without the images" in text and "pass --base-dir)" not in text
+    assert data_main(["convert", "to-parquet", str(files[0]), str(tmp_path / "out.parquet")]) == 0
+    err = capsys.readouterr().err
+    assert "image paths do not exist" in err and "without the images" in err

@@ -322,7 +322,8 @@ def _explain(facts: ImageFacts, path: Any, base_dir: Optional[str], max_pixels: 
         hint = "fix the path"
         if isinstance(path, str) and not os.path.isabs(path):
             where = "the working directory" if base_dir is None else repr(base_dir)
-            hint += f", or run from (or pass --base-dir) the directory the paths are relative to, not {where}"
+            hint += (f", or run from the directory the paths are relative to, not {where} (`mars data check "
+                     "--base-dir DIR` checks them from there)")
         return f"file not found (looked at {facts.detail}): {hint}"
     if facts.kind == CORRUPT_IMAGE:
         return f"cannot be decoded ({facts.detail}): re-export or remove the image"
@@ -517,6 +518,11 @@ def check_dataset(
     _check_consistency(report)
     if first_missing is not None:
         report.hints.extend(_base_dir_hint(*first_missing, base_dir))
+    if report.errors.get(MISSING_IMAGE) and any(f.endswith(".json") for f in report.files):
+        report.hints.append(
+            f"{report.errors[MISSING_IMAGE]} image(s) missing: the reference MARS release ships its question files "
+            "without the images; download its datasets' images (e.g. LLVIP for llvip_*.json) and put them where the "
+            "paths point")
     if report.rows == 0:
         report.errors[EMPTY_DATASET] += 1
         report.examples.append(f"{path}: no rows at all: nothing to train on")

@@ -70,7 +70,8 @@ def load_samples(files: str | Sequence[str], on_bad_row: str = "error", max_pixe
         raise ValueError(f"mars.on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     files = [files] if isinstance(files, str) else list(files)
     kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
-    samples, skipped = [], 0
+    samples = []
+    skipped: dict[str, list] = {}  # problem kind -> [count, first message]
     for path in files:
         try:
             frame = pd.read_parquet(path)
@@ -84,14 +85,16 @@ def load_samples(files: str | Sequence[str], on_bad_row: str = "error", max_pixe
                     raise BadDataError(
                         f"{problems[0]}\n(run `mars data check {path}` for every bad row, or set mars.on_bad_row=skip)"
                     )
-                skipped += 1
-                logger.warning("skipping bad row: %s", problems[0])
+                entry = skipped.setdefault(getattr(problems[0], "kind", "bad_row"), [0, str(problems[0])])
+                entry[0] += 1
                 continue
             samples.append(row_to_sample(row))
-    if skipped:
-        logger.warning("skipped %d bad rows of %s (mars.on_bad_row=skip)", skipped, files)
+    causes = [f"{count} row(s): {kind}, e.g. {first}" for kind, (count, first) in
+              sorted(skipped.items(), key=lambda item: -item[1][0])]
+    for cause in causes:  # one line per cause, with a count, not one per row
+        logger.warning("skipped (mars.on_bad_row=skip) %s", cause)
     if not samples:
-        raise BadDataError(f"no usable rows in {files}")
+        raise BadDataError(f"no usable rows in {files}" + ("; skipped:\n  " + "\n  ".join(causes) if causes else ""))
     return samples
 
 
