@@ -87,6 +87,26 @@ def test_plot_marks_measured_validation_and_keeps_equal_series_visible():
     assert a.get_linewidth() > b.get_linewidth()  # the first drawn is wider: the second shows inside it
 
 
+def test_plot_legends_never_cover_data():
+    from mars.training.plots import draw_run
+
+    history = [{"step": 0, "val/reward": 0.2, "val/view/fused/accuracy": 0.7, "val/view/visible/accuracy": 0.4}]
+    for step in range(1, 11):
+        history.append({"step": step, "critic/score/mean": 1.0 + step / 10, "mars/anchor_reward/visible": 1.0,
+                        "mars/information_gain": 0.1, "mars/signal_mars_only": 0.5,
+                        **({"val/reward": 1.4, "val/view/fused/accuracy": 0.99, "val/view/visible/accuracy": 0.5}
+                           if step == 10 else {})})
+    fig = draw_run(history)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [ax for ax in fig.axes if ax.get_legend() is not None]
+    assert len(legends) == 4
+    for ax in legends:
+        legend = ax.get_legend().get_window_extent(renderer)
+        plot_area = ax.get_window_extent(renderer)
+        assert not legend.overlaps(plot_area), ax.get_title()
+
+
 def test_progress_off_a_terminal_is_plain_lines(monkeypatch):
     from mars.training import progress
 

@@ -16,6 +16,11 @@ from typing import Sequence
 SERIES_STYLES = (("-", "o", 3.5), ("--", "s", 2.2), (":", "^", 1.4), ("-.", "v", 1.0), ((0, (1, 1)), "D", 0.8))
 
 
+def legend_below(ax) -> None:
+    """The panel's legend under its axes, never over its data points."""
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, frameon=False)
+
+
 def _points(history: Sequence[dict[str, float]], key: str) -> tuple[list[float], list[float]]:
     pairs = [(h["step"], h[key]) for h in history if key in h]
     return [p[0] for p in pairs], [p[1] for p in pairs]
@@ -33,7 +38,7 @@ def draw_run(history: Sequence[dict[str, float]]):
 
     views = sorted({k.split("/")[2] for h in history for k in h if k.startswith("val/view/")},
                    key=lambda name: (name != "fused", name))
-    fig, axes = plt.subplots(1, 4 if views else 3, figsize=(20 if views else 15, 4))
+    fig, axes = plt.subplots(1, 4 if views else 3, figsize=(20 if views else 15, 4.8))
     ax = axes[0]
     if train:
         ax.plot(*_points(train, "critic/score/mean"), color="tab:blue", label="multi-source (train)")
@@ -42,7 +47,7 @@ def draw_run(history: Sequence[dict[str, float]]):
         ax.plot(val_steps, val, linestyle="none", marker="o", markersize=7, color="tab:orange",
                 label="validation (measured steps)")
     ax.set(title="reward", xlabel="step")
-    ax.legend()
+    legend_below(ax)
 
     ax = axes[1]
     sources = sorted({k.split("/", 2)[2] for h in train for k in h if k.startswith("mars/anchor_reward/")})
@@ -55,7 +60,7 @@ def draw_run(history: Sequence[dict[str, float]]):
         ax.plot(*_points(train, "critic/score/mean"), color="k", linestyle="--", lw=1.0, label="multi-source")
     ax.set(title="anchor reward per source", xlabel="step")
     if sources:
-        ax.legend()
+        legend_below(ax)
 
     ax = axes[2]
     gain_steps, gain = _points(train, "mars/information_gain")
@@ -65,7 +70,7 @@ def draw_run(history: Sequence[dict[str, float]]):
     only_steps, only = _points(train, "mars/signal_mars_only")
     if gain_steps and only_steps:
         ax.bar(only_steps, only, color="tab:purple", alpha=0.35, label="share of groups with MARS-only signal")
-        ax.legend(fontsize=8)
+        legend_below(ax)
     ax.axhline(0.0, color="grey", lw=0.8)
     ax.set(title="what the anchors change", xlabel="step")
 
@@ -77,7 +82,7 @@ def draw_run(history: Sequence[dict[str, float]]):
             ax.plot(steps, values, linestyle=style, marker=marker, lw=width + (1.5 if name == "fused" else 0),
                     markersize=4 + width, color="k" if name == "fused" else None, alpha=0.85, label=name)
         ax.set(title="validation accuracy per view", xlabel="step", ylim=(-0.03, 1.03))
-        ax.legend(fontsize=8, loc="best")
+        legend_below(ax)
     fig.tight_layout()
     return fig
 
