@@ -103,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mars train: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break the closing line
         print(f"\nmars train: interrupted. {kept_line(cfg)}", file=sys.stderr)
         return 130
     except SettingsError as exc:  # a setting only the data or the model can refute (perception.source, patch_size)

@@ -172,15 +172,31 @@ def test_ctrl_c_ends_with_one_line_saying_what_was_kept_and_exit_130(tiny_model_
 
     args = [sys.executable, "-m", "mars.cli", "train", "--config-name", "embedded",
             *tiny_overrides(tiny_model_dir, ir_data_dir, tmp_path / "warm"), f"trainer.default_local_dir={tmp_path / 'run'}",
-            "trainer.total_training_steps=200", "trainer.save_freq=1", "trainer.test_freq=0", "mars.sft_warmup.steps=0"]
+            "trainer.total_training_steps=200", "trainer.total_epochs=100", "trainer.save_freq=1", "trainer.test_freq=0",
+            "mars.sft_warmup.steps=0"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    out_file, err_file = tmp_path / "out.txt", tmp_path / "err.txt"
+    with out_file.open("w") as out, err_file.open("w") as err_out:  # files, not pipes: a full pipe would block it
+        process = subprocess.Popen(args, stdout=out, stderr=err_out, text=True, env=env)
+    pointer = tmp_path / "run" / POINTER
+
+    def saved() -> int:  # the pointer names the newest complete checkpoint (older ones may be pruned already)
+        text = pointer.read_text().strip() if pointer.exists() else ""
+        return int(text) if text.isdigit() else 0
+
     deadline = time.time() + 300
-    while not (tmp_path / "run" / "global_step_2").exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130, err[-3000:]
+    while saved() < 2 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert process.poll() is None, "the run ended before it could be interrupted:\n" + out_file.read_text()[-3000:]
+    for _ in range(5):  # as a user does: Ctrl-C again if the first one landed where a library swallowed it
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    err = err_file.read_text()
+    assert process.returncode == 130, (err[-3000:], out_file.read_text()[-3000:])
     last = err.strip().splitlines()[-1]
     assert "interrupted" in last and "global_step_" in last and "the same command resumes" in last
     assert "Traceback" not in err
