@@ -111,7 +111,44 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:  # a setting only the data or the model can refute (perception.source, patch_size)
         print("mars train: bad value:\n" + "\n".join(f"  - {p}" for p in exc.problems), file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - only a full disk is answered here; anything else goes on up
+        if not disk_full(exc):
+            raise
+        print(f"mars train: {disk_full_line(cfg)}", file=sys.stderr)
+        return 1
     return 0
+
+
+DISK_FULL_ERRNOS = {28, 122, 27}  # ENOSPC, EDQUOT, EFBIG
+# what torch's and safetensors' writers say when a write fails (they raise RuntimeError, not OSError)
+DISK_FULL_WORDS = ("no space left", "file write failed", "iostream error", "unexpected pos", "file too large",
+                   "disk quota")
+
+
+def disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a write that failed for want of room."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        if any(word in str(exc).lower() for word in DISK_FULL_WORDS):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_line(cfg) -> str:
+    """One line: the folder, its free space, what was kept, and what to do."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(str(cfg.trainer.default_local_dir))
+    probe = folder if folder.exists() else folder.parent
+    try:
+        free = f"{shutil.disk_usage(probe).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (f"no room to write in {folder.resolve()} ({free}). {kept_line(cfg)} Free some space (or point "
+            "trainer.default_local_dir elsewhere) and run the same command again.")
 
 
 def kept_line(cfg) -> str:
@@ -130,7 +167,7 @@ def kept_line(cfg) -> str:
         checkpoint = verl[-1] if verl else None
     if checkpoint is None:
         return f"No checkpoint was saved yet in {folder}; the same command starts the run again."
-    return f"Kept: {checkpoint} and the metrics up to it; the same command resumes from there."
+    return f"Kept: {checkpoint} and the metrics up to it (the same command resumes from there)."
 
 
 if __name__ == "__main__":

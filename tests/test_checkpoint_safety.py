@@ -245,3 +245,39 @@ def test_a_prompt_too_long_is_refused_before_the_warm_start(tiny_model_dir, ir_d
     with pytest.raises(BadDataError, match=f"data.{split}_files: 1 row"):
         run_training(cfg, write=lambda s: None)
     assert not (tmp_path / "warm_start").exists() or not any((tmp_path / "warm_start").iterdir())
+
+
+def test_a_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(tiny_model_dir, ir_data_dir, tmp_path):
+    """A real `mars train` process whose writes fail for want of room at its next checkpoint (RLIMIT_FSIZE below the
+    checkpoint's size: writes fail with EFBIG, as on a full disk they fail with ENOSPC, through torch's writer)."""
+    import resource
+    import subprocess
+    import sys
+
+    from tests.test_local_engine import tiny_overrides
+
+    def train(steps, limit=None):
+        args = [sys.executable, "-m", "mars.cli", "train", "--config-name", "embedded",
+                *tiny_overrides(tiny_model_dir, ir_data_dir, tmp_path / "warm"),
+                f"trainer.default_local_dir={tmp_path / 'run'}", f"trainer.total_training_steps={steps}",
+                "trainer.save_freq=1", "trainer.test_freq=0", "mars.sft_warmup.steps=0"]
+
+        def cap():
+            if limit is not None:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        return subprocess.run(args, capture_output=True, text=True, timeout=600, preexec_fn=cap)
+
+    first = train(2)
+    assert first.returncode == 0, first.stderr[-3000:]
+    run = tmp_path / "run"
+    size = (run / "global_step_2" / "engine_state.pt").stat().st_size
+    (run / "huggingface").rename(run / "huggingface_first")  # so that a half-written final model would show
+    full = train(4, limit=size // 2)
+    assert full.returncode == 1, (full.stdout[-2000:], full.stderr[-3000:])
+    last = full.stderr.strip().splitlines()[-1]
+    assert "no room to write in" in last and str(run) in last and "free" in last and "global_step_2" in last
+    assert "Traceback" not in full.stderr
+    assert find_checkpoint(run) == (run / "global_step_2", [])  # the last checkpoint is intact and verifies
+    assert not any(p.name.startswith((".global_step_", ".huggingface")) for p in run.iterdir())
+    assert not (run / "huggingface").exists()

@@ -142,5 +142,22 @@ def run(cfg: Any, write=print) -> RunResult:
     bar.close()
 
     model_dir = run_dir / "huggingface"
-    engine.save_pretrained(str(model_dir))
+    write_model_atomically(engine, model_dir)
     return summarize_run(cfg, run_dir, total, write, engine="local", model_dir=model_dir)
+
+
+def write_model_atomically(engine: LocalEngine, model_dir: Path) -> None:
+    """The final policy into a temporary folder, renamed into place when complete: a full disk or a kill while it
+    is written never leaves a ``huggingface/`` folder that looks complete."""
+    import shutil
+    import tempfile
+
+    tmp = Path(tempfile.mkdtemp(dir=model_dir.parent, prefix=f".{model_dir.name}."))
+    try:
+        engine.save_pretrained(str(tmp))
+        if model_dir.exists():
+            shutil.rmtree(model_dir)
+        os.replace(tmp, model_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
