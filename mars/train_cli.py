@@ -25,6 +25,7 @@ examples:
 
 from __future__ import annotations
 
+import errno
 import sys
 
 from mars.config.compose import DEFAULT_CONFIG, ConfigError, compose_config
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-DISK_FULL_ERRNOS = {28, 122, 27}  # ENOSPC, EDQUOT, EFBIG
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 # what torch's and safetensors' writers say when a write fails (they raise RuntimeError, not OSError)
 DISK_FULL_WORDS = ("no space left", "file write failed", "iostream error", "unexpected pos", "file too large",
                    "disk quota")
