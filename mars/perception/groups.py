@@ -1,4 +1,5 @@
-"""Per-group statistics by GRPO group id (never by position in a batch): what the token-weighting methods share."""
+"""What the token-weighting methods share: per-group statistics by GRPO group id (never by position in a batch),
+and the top tokens of each response."""
 
 from __future__ import annotations
 
@@ -31,3 +32,13 @@ def group_mean(values: torch.Tensor, group_ids: Sequence) -> torch.Tensor:
     count = torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, group, torch.ones_like(values))
     total = torch.zeros(n, dtype=values.dtype, device=values.device).index_add_(0, group, values)
     return (total / count)[group]
+
+
+def top_in_rows(scores: torch.Tensor, among: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """(B, T) bool: in each row, the ``keep[i]`` largest ``scores`` among the positions ``among`` (ties to the
+    earlier token: a stable sort)."""
+    ranked = torch.where(among, scores.double(), -math.inf)
+    order = torch.sort(-ranked, dim=-1, stable=True).indices
+    position = torch.arange(scores.shape[1], device=scores.device).unsqueeze(0).expand_as(order)
+    rank = torch.empty_like(order).scatter_(-1, order, position)
+    return among & (rank < keep.unsqueeze(1))

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import torch
 
-from mars.perception.groups import group_mean, group_minmax
+from mars.perception.groups import group_mean, group_minmax, top_in_rows
 
 PSI_CLAMP = (0.1, 2.0)
 ALPHA_CLAMP = (0.9, 2.0)
@@ -52,12 +52,7 @@ def tail_gate(similarity: torch.Tensor, mask: torch.Tensor, gamma: float, kappa:
     position = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0)
     tail_size = torch.ceil(gamma * lengths.double()).long()
     tail = mask & (position >= (lengths - tail_size).unsqueeze(1))
-    keep = torch.ceil(kappa * tail_size.double()).long()
-    # rank of each tail token by similarity, largest first, ties to the earlier token (a stable sort)
-    scores = torch.where(tail, similarity.double(), -math.inf)
-    order = torch.sort(-scores, dim=-1, stable=True).indices
-    rank = torch.empty_like(order).scatter_(-1, order, position.expand_as(order))
-    return tail & (rank < keep.unsqueeze(1))
+    return top_in_rows(similarity, tail, torch.ceil(kappa * tail_size.double()).long())
 
 
 def vgpo_weights(similarity: torch.Tensor, response_mask: torch.Tensor, group_ids: Sequence, beta: float = 0.3,

@@ -24,19 +24,14 @@ from typing import Sequence
 
 import torch
 
-from mars.perception.groups import group_minmax
+from mars.perception.groups import group_minmax, top_in_rows
 
 
 def top_share_gate(dependency: torch.Tensor, mask: torch.Tensor, share: float) -> torch.Tensor:
     """(B, T) bool: the ceil(share * length) most dependent tokens of each response."""
     mask = mask.bool()
     lengths = mask.sum(dim=-1)
-    keep = torch.ceil(share * lengths.double()).long()
-    scores = torch.where(mask, dependency.double(), -math.inf)
-    order = torch.sort(-scores, dim=-1, stable=True).indices
-    position = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0).expand_as(order)
-    rank = torch.empty_like(order).scatter_(-1, order, position)
-    return mask & (rank < keep.unsqueeze(1))
+    return top_in_rows(dependency, mask, torch.ceil(share * lengths.double()).long())
 
 
 def vppo_weights(dependency: torch.Tensor, response_mask: torch.Tensor, group_ids: Sequence, share: float = 0.4,
