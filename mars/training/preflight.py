@@ -57,9 +57,9 @@ def data_source_names(files: Any) -> set[str]:
     return names
 
 
-def check_perception(cfg: Any, processor: Any = None) -> None:
+def check_perception(cfg: Any, processor: Any) -> None:
     """Before training: ``perception.source`` is a source of the training data, and ``perception.patch_size`` a
-    multiple of the model's patch (when the processor is given). Raises ``SettingsError`` naming the key."""
+    multiple of the model's patch. Raises ``SettingsError`` naming the key."""
     from mars.perception.methods import perception_settings
     from mars.training.settings import SettingsError
 
@@ -72,16 +72,20 @@ def check_perception(cfg: Any, processor: Any = None) -> None:
             raise SettingsError([f"perception.source={settings.source}: the training data has no such source; "
                                  f"valid: {', '.join(sorted(names)) or '(none: the rows name no sources)'}"])
     view = settings.method_view()
-    if processor is None and view is not None and settings.patch_size is not None:
-        from transformers import AutoProcessor
-
-        processor = AutoProcessor.from_pretrained(str(cfg.actor_rollout_ref.model.path))
-    image_processor = getattr(processor, "image_processor", None)
-    if view is not None and image_processor is not None:
+    if view is not None:
         try:
-            view.region_side(int(image_processor.patch_size))
+            view.region_side(int(processor.image_processor.patch_size))
         except ValueError as exc:
             raise SettingsError([str(exc)]) from None
+
+
+def check_before_warm_start(cfg: Any, rows: int | None = None) -> None:
+    """What both engines check once the run folder is known and before the warm start, with the configured model's
+    processor loaded once: enough prompts for a batch, the perception settings, every prompt's length."""
+    tokenizer, processor = base_tokenizer_and_processor(cfg)
+    check_enough_rows(cfg, rows)
+    check_perception(cfg, processor)
+    check_prompt_lengths(cfg, tokenizer, processor)
 
 
 def check_enough_rows(cfg: Any, rows: int | None = None) -> None:

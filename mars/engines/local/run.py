@@ -21,12 +21,7 @@ from mars.data.samples import load_samples, run_seed, training_samples
 from mars.engines.local.local_engine import LocalEngine
 from mars.hf.warm_start import warm_started_model
 from mars.training.checkpoint import clean_leftovers, find_checkpoint, load_checkpoint, save_checkpoint
-from mars.training.preflight import (
-    base_tokenizer_and_processor,
-    check_enough_rows,
-    check_perception,
-    check_prompt_lengths,
-)
+from mars.training.preflight import check_before_warm_start
 from mars.training.progress import Progress, quiet_library_bars
 from mars.training.prompts import DataExhausted, PromptSampler
 from mars.training.run_dir import absolutize_paths, prepare_run_dir
@@ -65,18 +60,17 @@ def run(cfg: Any, write=print) -> RunResult:
     absolutize_paths(cfg)
 
     train = training_samples(cfg)
-    check_enough_rows(cfg, len(train))
     val = load_samples(cfg.data.val_files, str(cfg.mars.on_bad_row)) if cfg.data.get("val_files") else []
     max_val = int(cfg.data.get("val_max_samples", -1) or -1)
     val = val[:max_val] if max_val > 0 else val
     total = total_training_steps(cfg, len(train))
-    check_perception(cfg)  # a source the data lacks, a patch size the model cannot mask: before the warm start
     run = prepare_run_dir(cfg, write, total_steps=total)  # stops here when the directory holds another run
     run_dir = run.path
     if run.status == "complete":
         return result_of(run_dir, run.result)
-    # every prompt and variant fits, before the warm start (a 100k-character prompt would exhaust its memory)
-    check_prompt_lengths(cfg, *base_tokenizer_and_processor(cfg))
+    # enough prompts, perception settings the data and model allow, every prompt and variant fits: before the warm
+    # start (a 100k-character prompt would exhaust its memory)
+    check_before_warm_start(cfg, len(train))
 
     # the run ends at trainer.total_training_steps or after trainer.total_epochs passes over the data, whichever
     # comes first (verl's rule; DAPO draws several batches per step)

@@ -244,22 +244,15 @@ def run(config: Any, write=print):
     from verl.utils.config import validate_config
 
     from mars.hf.warm_start import warm_started_model
-    from mars.training.preflight import (
-        base_tokenizer_and_processor,
-        check_enough_rows,
-        check_perception,
-        check_prompt_lengths,
-    )
+    from mars.training.preflight import check_before_warm_start
     from mars.training.run_dir import prepare_run_dir
     from mars.training.summary import result_of, summarize_run
 
     on_cpu = prepare_config(config, write)
-    check_perception(config)  # the source names and patch size, before the warm start and Ray
-    check_enough_rows(config)  # verl would stop inside Ray with an empty dataloader
     run_dir = prepare_run_dir(config, write)  # before any training: another run's directory stops here
     if run_dir.status == "complete":
         return result_of(run_dir.path, run_dir.result)
-    check_prompt_lengths(config, *base_tokenizer_and_processor(config))  # a long prompt would stop the warm start
+    check_before_warm_start(config)  # what would stop the warm start, or verl inside Ray (an empty dataloader)
     with open_dict(config):  # the folder's config.yaml names the base model; the warm start is derived from it
         config.actor_rollout_ref.model.path = warm_started_model(config, write)
     check_data_files(config)
