@@ -41,6 +41,12 @@ CORRUPT_IMAGE = "corrupt_image"
 IMAGE_TOO_LARGE = "image_too_large"
 IMAGE_TOO_SMALL = "image_too_small"
 HIGH_BIT_DEPTH = "high_bit_depth_image"
+REFERENCE_IMAGES_HINT = (
+    "the reference MARS release ships its question files without the images; download its datasets' images (e.g. "
+    "LLVIP for llvip_*.json) and put them where the paths point (relative paths are read from the working "
+    "directory when training; `mars data check --base-dir DIR` and `convert to-parquet --base-dir DIR` read them "
+    "from DIR)"
+)
 # PIL modes whose conversion to RGB (the processor's, verl's qwen_vl_utils') clips every value above 255: a 16-bit
 # or float picture becomes a uniform white image
 HIGH_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -519,10 +525,7 @@ def check_dataset(
     if first_missing is not None:
         report.hints.extend(_base_dir_hint(*first_missing, base_dir))
     if report.errors.get(MISSING_IMAGE) and any(f.endswith(".json") for f in report.files):
-        report.hints.append(
-            f"{report.errors[MISSING_IMAGE]} image(s) missing: the reference MARS release ships its question files "
-            "without the images; download its datasets' images (e.g. LLVIP for llvip_*.json) and put them where the "
-            "paths point")
+        report.hints.append(f"{report.errors[MISSING_IMAGE]} image(s) missing: {REFERENCE_IMAGES_HINT}")
     if report.rows == 0:
         report.errors[EMPTY_DATASET] += 1
         report.examples.append(f"{path}: no rows at all: nothing to train on")

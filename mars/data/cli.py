@@ -118,18 +118,11 @@ def _synth(args) -> int:
     return 0
 
 
-MISSING_IMAGES_HINT = (
-    "the reference MARS release ships its question files without the images; download its datasets' images (e.g. "
-    "LLVIP for llvip_*.json) and put them where the paths point (relative paths are read from the working "
-    "directory when training; --base-dir here and in `mars data check`)"
-)
-
-
 def missing_images(rows, base_dir: str) -> tuple[int, int]:
     """(image paths of ``rows`` that name no file, all image paths)."""
     paths = [image.get("image") for row in rows for image in row.get("images") or [] if isinstance(image, dict)]
     paths = [p for p in paths if isinstance(p, str)]
-    return sum(not os.path.isfile(p if os.path.isabs(p) else os.path.join(base_dir, p)) for p in paths), len(paths)
+    return sum(not os.path.isfile(check.resolve(p, base_dir)) for p in paths), len(paths)
 
 
 def _convert(args) -> int:
@@ -144,7 +137,7 @@ def _convert(args) -> int:
         missing, total = missing_images(rows, args.base_dir)
         if missing:
             print(f"warning: {missing} of {total} image paths do not exist under {os.path.abspath(args.base_dir)}: "
-                  f"{MISSING_IMAGES_HINT}", file=sys.stderr)
+                  f"{check.REFERENCE_IMAGES_HINT}", file=sys.stderr)
     elif args.kind == "to-json":
         items = convert.parquet_to_reference_json(
             args.input, args.output, include_sources=args.include_sources,
