@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
+from mars.data.samples import run_seed
 from mars.perception.views import AlteredView
 from mars.perception.vgpo import ALPHA_CLAMP, PSI_CLAMP, vgpo_terms
 from mars.perception.vppo import vppo_weights
@@ -71,7 +72,7 @@ def perception_settings(cfg: Any) -> PerceptionSettings:
     defaults = PerceptionSettings()
     values = {key: node.get(key, getattr(defaults, key)) for key in PerceptionSettings.__dataclass_fields__}
     values["kl_coef"] = float(kl_coef) if kl_coef is not None else (0.01 if dapo else 0.02)
-    values["seed"] = int(cfg.get("data", {}).get("seed", 0) or 0)
+    values["seed"] = run_seed(cfg)  # the run's seed: masks differ between seeds as rollouts do
     return PerceptionSettings(**values)
 
 
