@@ -3,8 +3,9 @@
 DIR may be
   - a local-engine run folder (``trainer.default_local_dir``: its latest checkpoint is used) or one of its
     ``global_step_N`` folders: the weights are loaded into the run's base model (LoRA merged) and saved;
-  - a verl FSDP checkpoint (``global_step_N`` or its ``actor`` folder, with ``model_world_size_*_rank_*.pt``
-    shards): verl's own model merger does the work (``python -m verl.model_merger merge --backend fsdp``).
+  - a verl engine's run folder (its latest checkpoint), or a verl FSDP checkpoint (``global_step_N`` or its
+    ``actor`` folder, with ``model_world_size_*_rank_*.pt`` shards): verl's own model merger does the work
+    (``python -m verl.model_merger merge --backend fsdp``).
 TARGET defaults to ``DIR/huggingface``.
 """
 
@@ -14,17 +15,25 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mars.training.checkpoint import ENGINE_STATE, latest_checkpoint, load_checkpoint
+from mars.training.checkpoint import (
+    ENGINE_STATE,
+    CheckpointError,
+    is_verl_checkpoint,
+    latest_checkpoint,
+    load_checkpoint,
+)
 
 
 def find_local_checkpoint(directory: Path) -> Path | None:
     if (directory / ENGINE_STATE).exists():
         return directory
-    return latest_checkpoint(directory)
+    found = latest_checkpoint(directory)
+    return found if found is not None and not is_verl_checkpoint(found) else None
 
 
 def find_fsdp_actor(directory: Path) -> Path | None:
-    for candidate in (directory, directory / "actor"):
+    latest = latest_checkpoint(directory) if not any(directory.glob("*.pt")) else None
+    for candidate in (directory, directory / "actor", *([latest / "actor"] if latest is not None else [])):
         if any(candidate.glob("model_world_size_*_rank_*.pt")):
             return candidate
     return None
@@ -66,12 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     if not directory.exists():
         print(f"merge: {directory} does not exist", file=sys.stderr)
         return 2
-    local = find_local_checkpoint(directory)
+    try:
+        local = find_local_checkpoint(directory)
+        actor = find_fsdp_actor(directory) if local is None else None
+    except CheckpointError as exc:
+        print(f"merge: {exc}", file=sys.stderr)
+        return 2
     if local is not None:
         target = Path(argv[1]) if len(argv) > 1 else local / "huggingface"
         merge_local(local, target)
         return 0
-    actor = find_fsdp_actor(directory)
     if actor is not None:
         target = Path(argv[1]) if len(argv) > 1 else actor / "huggingface"
         command = [sys.executable, "-m", "verl.model_merger", "merge", "--backend", "fsdp",

@@ -164,9 +164,6 @@ def kept_line(cfg) -> str:
     except (CheckpointError, OSError):
         checkpoint = None
     if checkpoint is None:
-        verl = sorted(folder.glob("global_step_*"), key=lambda p: p.stat().st_mtime) if folder.is_dir() else []
-        checkpoint = verl[-1] if verl else None
-    if checkpoint is None:
         return f"No checkpoint was saved yet in {folder}; the same command starts the run again."
     return f"Kept: {checkpoint} and the metrics up to it (the same command resumes from there)."
 

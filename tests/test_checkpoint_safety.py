@@ -15,8 +15,10 @@ from mars.training.checkpoint import (
     clean_leftovers,
     find_checkpoint,
     load_checkpoint,
+    prepare_resume,
     save_checkpoint,
     verify_checkpoint,
+    write_manifest,
 )
 from mars.training.tracking import parse_metrics, read_history
 
@@ -78,6 +80,47 @@ def test_no_checkpoint_that_verifies_stops_the_run(tmp_path):
     with pytest.raises(CheckpointError, match="none can be resumed from(.|\n)*resume_mode=disable"):
         find_checkpoint(tmp_path)
     assert find_checkpoint(tmp_path / "empty") == (None, [])
+
+
+def verl_checkpoint(root, step, manifest=True):
+    """verl's layout, written in place as verl writes it (shards under actor/, data.pt), the pointer by verl."""
+    folder = root / f"global_step_{step}"
+    (folder / "actor" / "huggingface").mkdir(parents=True)
+    torch.save({"w": torch.arange(4096.0) * step}, folder / "actor" / "model_world_size_1_rank_0.pt")
+    torch.save({"exp_avg": torch.ones(4096) * step}, folder / "actor" / "optim_world_size_1_rank_0.pt")
+    (folder / "actor" / "huggingface" / "config.json").write_text("{}")
+    torch.save({"position": step}, folder / "data.pt")
+    (root / POINTER).write_text(str(step))
+    if manifest:
+        write_manifest(folder)
+    return folder
+
+
+def test_a_verl_checkpoints_manifest_covers_every_shard_and_damage_falls_back(tmp_path):
+    first, second = verl_checkpoint(tmp_path, 1), verl_checkpoint(tmp_path, 2)
+    assert set(json.loads((second / MANIFEST).read_text())["files"]) == {
+        "actor/model_world_size_1_rank_0.pt", "actor/optim_world_size_1_rank_0.pt", "actor/huggingface/config.json",
+        "data.pt"}
+    assert prepare_resume(tmp_path) == (second, [])
+    flip(second / "actor" / "optim_world_size_1_rank_0.pt")  # a corrupt optimizer state must never load silently
+    found, notes = prepare_resume(tmp_path)
+    assert found == first
+    assert any("global_step_2 cannot be resumed from: actor/optim_world_size_1_rank_0.pt does not match" in n
+               for n in notes), notes
+    assert (tmp_path / POINTER).read_text() == "1"  # verl's own resume reads the pointer: it now names step 1
+    assert notes[-1] == f"{POINTER} now names step 1"
+
+
+def test_a_verl_save_that_never_finished_is_passed_over(tmp_path):
+    first = verl_checkpoint(tmp_path, 1)
+    verl_checkpoint(tmp_path, 2, manifest=False)  # killed after verl wrote its pointer, before the manifest
+    found, notes = prepare_resume(tmp_path)
+    assert found == first and any("no manifest.json: its save did not finish" in n for n in notes), notes
+    # an older MARS wrote no manifests at all: its verl checkpoints are resumed, with a note
+    (first / MANIFEST).unlink()
+    (tmp_path / POINTER).write_text("2")
+    found, notes = prepare_resume(tmp_path)
+    assert found == tmp_path / "global_step_2" and "resumed without verifying it" in notes[0]
 
 
 def test_a_checkpoint_of_an_older_mars_without_manifest_is_resumed_with_a_note(tmp_path):
@@ -225,26 +268,54 @@ def test_an_interrupted_embedded_build_is_found_and_built_again(tmp_path, monkey
 
 @pytest.mark.parametrize("split", ["train", "val"])
 def test_a_prompt_too_long_is_refused_before_the_warm_start(tiny_model_dir, ir_data_dir, tmp_path, split):
-    import shutil
-
-    import pandas as pd
-
     from mars.data.samples import BadDataError
     from mars.engines import run_training
 
     from tests.test_local_engine import tiny_cfg
 
-    data = tmp_path / "data"
-    shutil.copytree(ir_data_dir, data)
-    frame = pd.read_parquet(data / f"{split}.parquet")
-    prompt = [dict(m) for m in frame.at[0, "prompt"]]
-    prompt[0]["content"] = prompt[0]["content"] + " very long" * 10_000  # 100k characters
-    frame.at[0, "prompt"] = prompt
-    frame.to_parquet(data / f"{split}.parquet")
+    data = with_a_long_prompt(ir_data_dir, tmp_path / "data", [split])
     cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, data, "mars.sft_warmup.steps=2")
-    with pytest.raises(BadDataError, match=f"data.{split}_files: 1 row"):
+    with pytest.raises(BadDataError, match=f"data.{split}_files: 1 row(.|\n)*mars.on_bad_row=skip"):
         run_training(cfg, write=lambda s: None)
     assert not (tmp_path / "warm_start").exists() or not any((tmp_path / "warm_start").iterdir())
+
+
+def with_a_long_prompt(source, data, splits):
+    """A copy of the parquet files whose first row of each split given has a 100k-character prompt."""
+    import shutil
+
+    import pandas as pd
+
+    shutil.copytree(source, data)
+    for split in splits:
+        frame = pd.read_parquet(data / f"{split}.parquet")
+        prompt = [dict(m) for m in frame.at[0, "prompt"]]
+        prompt[0]["content"] = prompt[0]["content"] + " very long" * 10_000
+        frame.at[0, "prompt"] = prompt
+        frame.to_parquet(data / f"{split}.parquet")
+    return data
+
+
+def test_on_bad_row_skip_leaves_prompts_too_long_out_of_the_warm_start_and_the_run(
+        tiny_model_dir, ir_data_dir, tmp_path, caplog):
+    import pandas as pd
+
+    from mars.engines import run_training
+
+    from tests.test_local_engine import tiny_cfg
+
+    data = with_a_long_prompt(ir_data_dir, tmp_path / "data", ["train", "val"])
+    cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, data, "mars.sft_warmup.steps=2", "mars.on_bad_row=skip",
+                   "trainer.total_training_steps=1")
+    with caplog.at_level("WARNING"):
+        run_training(cfg, write=lambda s: None)
+    skipped = [r.getMessage() for r in caplog.records if "skipped (mars.on_bad_row=skip)" in r.getMessage()]
+    assert any(m.startswith("skipped (mars.on_bad_row=skip) 1 row(s): prompt_too_long") for m in skipped), skipped
+    # once per file and per load (warm start, training, validation): one line per cause, never one per row
+    assert all("1 row(s): prompt_too_long" in m for m in skipped)
+    history = [line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines() if line]
+    assert len(history) == 2  # steps 0 and 1: the run went on without the long rows
+    assert len(pd.read_parquet(data / "train.parquet")) > 1
 
 
 def test_a_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(tiny_model_dir, ir_data_dir, tmp_path):

@@ -124,6 +124,7 @@ def test_changed_settings_stop_with_the_way_out(tiny_model_dir, ir_data_dir, tmp
     overrides = tiny_overrides(tiny_model_dir, ir_data_dir, tmp_path / "warm_start")
     (out / "runs" / "grpo_mars_s0").mkdir(parents=True)
     (out / "runs" / "grpo_mars_s0" / "config.yaml").write_text("algorithm:\n  adv_estimator: grpo\n")
+    (out / "runs" / "grpo_mars_s0" / "metrics.jsonl").write_text('{"step": 0}\n')  # a run that began training
     assert compare_main(["--out", str(out), "--arms", "grpo_mars", "--seeds", "0", "--quiet", *overrides]) == 2
     assert "new --out DIR" in capsys.readouterr().err
 

@@ -21,8 +21,14 @@ def test_new_run_writes_its_config(tmp_path):
     assert saved.trainer.total_training_steps == 10 and saved.mars.variant_mode == "duplicate"
 
 
+def started_run(run_dir, *overrides):
+    """A run folder whose run began training (its first metrics line is written)."""
+    prepare_run_dir(cfg_in(run_dir, *overrides), write=lambda s: None)
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"step": 0, "val/reward": 0.5}) + "\n")
+
+
 def test_other_settings_stop_with_the_keys_and_both_ways_out(tmp_path):
-    prepare_run_dir(cfg_in(tmp_path), write=lambda s: None)
+    started_run(tmp_path)
     before = (tmp_path / "config.yaml").read_text()
     with pytest.raises(RunDirConflict) as info:
         prepare_run_dir(cfg_in(tmp_path, "preset=dapo", "mars.variant_mode=blank"), write=lambda s: None)
@@ -33,8 +39,17 @@ def test_other_settings_stop_with_the_keys_and_both_ways_out(tmp_path):
     assert (tmp_path / "config.yaml").read_text() == before  # the directory still describes its run
 
 
+def test_a_run_refused_before_it_began_leaves_nothing_in_the_way(tmp_path):
+    """A check that stopped the first command (a missing model, a bad file) wrote config.yaml only: the corrected
+    command, with other settings, takes the folder as new."""
+    prepare_run_dir(cfg_in(tmp_path, "mars.variant_mode=blank"), write=lambda s: None)
+    run = prepare_run_dir(cfg_in(tmp_path), write=lambda s: None)
+    assert run.status == "new"
+    assert OmegaConf.load(tmp_path / "config.yaml").mars.variant_mode == "duplicate"
+
+
 def test_more_steps_resume_and_update_the_config(tmp_path):
-    prepare_run_dir(cfg_in(tmp_path), write=lambda s: None)
+    started_run(tmp_path)
     lines = []
     run = prepare_run_dir(cfg_in(tmp_path, "trainer.total_training_steps=50", "trainer.save_freq=7"), write=lines.append)
     assert run.status == "resume" and set(run.changed) == {"trainer.total_training_steps", "trainer.save_freq"}
@@ -68,7 +83,7 @@ def test_resume_mode_disable_starts_over_and_keeps_foreign_files(tmp_path):
 
 
 def test_engine_keys_ignored(tmp_path):
-    prepare_run_dir(cfg_in(tmp_path), write=lambda s: None)
+    started_run(tmp_path)
     with pytest.raises(RunDirConflict, match="trainer.n_gpus_per_node"):
         prepare_run_dir(cfg_in(tmp_path, "trainer.n_gpus_per_node=8"), write=lambda s: None)
     run = prepare_run_dir(cfg_in(tmp_path, "trainer.n_gpus_per_node=8"), write=lambda s: None,

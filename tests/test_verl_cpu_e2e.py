@@ -62,8 +62,8 @@ def ray_processes(settle: float = 60.0) -> list[str]:
         time.sleep(1.0)
 
 
-def mars_train(workdir: Path, *overrides: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0"}
+def mars_train(workdir: Path, *overrides: str, timeout: int = 900, env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0", **(env or {})}
     return subprocess.run([sys.executable, "-m", "mars.cli", "train", *SHORT, *overrides], cwd=workdir, env=env,
                           capture_output=True, text=True, timeout=timeout)
 
@@ -99,6 +99,11 @@ def test_the_run_went_through_ray_and_verls_workers(verl_run):
     # the rollout server got the actor's weights after every update (verl's naive checkpoint engine)
     for step in (0, 1, 2):
         assert f"actor weights of step {step} loaded" in log
+    # every step's line once, the last one before the run's closing lines, and no "shutting down Ray" above it
+    out = verl_run["first"].stdout
+    assert "shutting down Ray" not in out
+    assert [out.count(f"\nstep {step}: ") for step in (0, 1, 2)] == [1, 1, 1], out[-3000:]
+    assert out.find("\nstep 1: reward") < out.find("\nstep 2: reward") < out.find("validation accuracy per view")
 
 
 def test_the_run_folder_is_the_local_engines(verl_run):
@@ -144,9 +149,11 @@ def test_merge_infer_and_evaluate_the_fsdp_checkpoint(verl_run, tmp_path):
 
     checkpoint = verl_run["run_dir"] / "global_step_3"
     merged = tmp_path / "merged"
-    done = subprocess.run(["sh", str(REPO / "scripts/merge.sh"), str(checkpoint), str(merged)], cwd=REPO,
+    # the run folder, as for a local-engine run: its latest checkpoint that verifies is merged
+    done = subprocess.run(["sh", str(REPO / "scripts/merge.sh"), str(verl_run["run_dir"]), str(merged)], cwd=REPO,
                           env=SCRIPT_ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert f"--local_dir {checkpoint / 'actor'} " in done.stdout
     model = AutoModelForImageTextToText.from_pretrained(merged)
     shard = torch.load(checkpoint / "actor" / "model_world_size_1_rank_0.pt", weights_only=False)
     merged_state = model.state_dict()
@@ -246,7 +253,51 @@ def test_dapo_runs_on_verl(tmp_path):
     assert ray_processes() == []
 
 
-def test_an_interrupted_run_leaves_no_ray_process(tmp_path):
+FSIZE_HOOK = """
+import resource
+
+
+def limit_file_size():
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1_000_000, 1_000_000))
+"""
+
+
+def test_a_corrupt_checkpoint_is_passed_over_and_a_full_disk_ends_in_one_line(tmp_path):
+    """verl's own checkpoints: flipped bytes in the latest one's optimizer shard send the resume to the one before,
+    saying why; then a full disk at the next save ends the run in one line that names what was kept. The full disk:
+    every Ray worker may write files of at most 1 MB (RLIMIT_FSIZE, set by Ray's worker_process_setup_hook), so the
+    actor's 1.4 MB model shard fails as on a full disk, inside verl's own writer, in another process."""
+    from mars.training.checkpoint import MANIFEST, POINTER, verify_checkpoint
+
+    first = mars_train(tmp_path, "trainer.total_training_steps=2", "trainer.experiment_name=faults")
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-6000:]
+    run_dir = tmp_path / "outputs/embedded/runs/faults"
+    assert all(verify_checkpoint(run_dir / f"global_step_{step}") is None for step in (1, 2))
+    shard = run_dir / "global_step_2" / "actor" / "optim_world_size_1_rank_0.pt"
+    data = bytearray(shard.read_bytes())
+    data[200:4296] = bytes(b ^ 0xFF for b in data[200:4296])
+    shard.write_bytes(bytes(data))
+
+    (tmp_path / "hooks").mkdir()
+    (tmp_path / "hooks" / "fsize_hook.py").write_text(FSIZE_HOOK)
+    full = mars_train(tmp_path, "trainer.total_training_steps=3", "trainer.experiment_name=faults",
+                      "+ray_kwargs.ray_init.runtime_env.worker_process_setup_hook=fsize_hook.limit_file_size",
+                      env={"PYTHONPATH": str(tmp_path / "hooks")})
+    assert full.returncode == 1, full.stdout[-4000:] + full.stderr[-6000:]
+    assert "global_step_2 cannot be resumed from: actor/optim_world_size_1_rank_0.pt does not match its checksum" \
+        in full.stdout
+    assert "resuming from global_step_1" in full.stdout and f"{POINTER} now names step 1" in full.stdout
+    last = full.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"mars train: no room to write in {run_dir}") and "MiB free" in last, last
+    assert f"Kept: {run_dir / 'global_step_1'} and the metrics up to it" in last
+    assert "Traceback" not in full.stderr
+    assert verify_checkpoint(run_dir / "global_step_1") is None  # the last checkpoint is intact
+    assert not (run_dir / "global_step_2" / MANIFEST).exists()  # the save that failed is never taken as complete
+    assert [h["step"] for h in metrics(run_dir)] == [0, 1]
+    assert ray_processes() == []
+
+
+def test_ctrl_c_ends_in_one_line_exit_130_and_leaves_no_ray_process(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     # Ctrl-C as a terminal delivers it: a shell that started these tests in the background (`pytest &`) made SIGINT
     # ignored, which the run would inherit and then rightly keep ignoring
@@ -255,13 +306,17 @@ def test_an_interrupted_run_leaves_no_ray_process(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen, deadline = [], time.time() + 600
-    for line in proc.stdout:  # wait until verl's workers run, then press Ctrl-C
+    for line in proc.stdout:  # wait until verl's workers have trained and saved step 1, then press Ctrl-C
         seen.append(line)
-        if "(WorkerDict pid=" in line or time.time() > deadline:
+        if line.startswith("step 1: reward") or time.time() > deadline:
             break
-    assert any("(WorkerDict pid=" in line for line in seen), "".join(seen)[-3000:]
+    assert any(line.startswith("step 1: reward") for line in seen), "".join(seen)[-3000:]
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=180)
-    assert proc.returncode != 0
+    assert proc.returncode == 130, rest[-3000:]
+    run_dir = tmp_path / "outputs/embedded/runs/interrupted"
+    assert rest.strip().splitlines()[-1] == (f"mars train: interrupted. Kept: {run_dir / 'global_step_1'} and the "
+                                             "metrics up to it (the same command resumes from there).")
+    assert "Traceback" not in rest
     assert "shutting down Ray" in rest, rest[-3000:]
     assert ray_processes() == []

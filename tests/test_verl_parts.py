@@ -242,3 +242,27 @@ def test_a_shutdown_that_hangs_is_ended_by_killing_the_clusters_processes(case):
         assert lines[1].startswith("child stopped") and float(lines[1].split()[-1]) < 10
     else:
         assert len(lines) == 1 and lines[0].startswith("child running")
+
+
+def test_the_driver_echoes_each_new_step_once_in_order_and_all_before_it_returns(tmp_path):
+    """The step lines of a verl run are printed by the driver from metrics.jsonl as the task runner appends them:
+    steps up to the resumed one are not repeated, a line still being written waits for its end, and the lines that
+    arrive just before the run ends are printed before the block is left."""
+    import json
+    import time
+
+    from mars.engines.verl.launch import echo_steps
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "critic/score/mean": 0.5}) + "\n" for s in (0, 1)))
+    shown = []
+    with echo_steps(path, after=1, write=shown.append, every=0.01):
+        with path.open("a") as f:
+            f.write(json.dumps({"step": 2, "critic/score/mean": 0.25}) + "\n")
+            f.flush()
+            time.sleep(0.1)
+            f.write('{"step": 3, "critic/sc')  # torn mid-write for a while
+            f.flush()
+            time.sleep(0.1)
+            f.write('ore/mean": 1.0}\n' + json.dumps({"step": 4}) + "\n")
+    assert shown == ["step 2: reward 0.250", "step 3: reward 1.000", "step 4: "]

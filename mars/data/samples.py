@@ -64,12 +64,15 @@ def row_to_sample(row: dict[str, Any]) -> PromptSample:
     )
 
 
-def load_samples(files: str | Sequence[str], on_bad_row: str = "error", max_pixels: int | None = None) -> list[PromptSample]:
-    """All valid rows of the files. Raises ``BadDataError`` on the first bad row unless ``on_bad_row='skip'``."""
+def load_samples(files: str | Sequence[str], on_bad_row: str = "error", max_pixels: int | None = None,
+                 length_limit: Any = None) -> list[PromptSample]:
+    """All valid rows of the files. Raises ``BadDataError`` on the first bad row unless ``on_bad_row='skip'``.
+    ``length_limit`` (``mars.data.check.LengthLimit``) makes a prompt too long for the rollout a bad row too."""
     if on_bad_row not in ("error", "skip"):
         raise ValueError(f"mars.on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     files = [files] if isinstance(files, str) else list(files)
-    kwargs = {} if max_pixels is None else {"max_pixels": max_pixels}
+    kwargs = {"length_limit": length_limit} if max_pixels is None else {"max_pixels": max_pixels,
+                                                                      "length_limit": length_limit}
     samples = []
     skipped: dict[str, list] = {}  # problem kind -> [count, first message]
     for path in files:
@@ -105,8 +108,8 @@ def run_seed(cfg: Any) -> int:
     return int(cfg.actor_rollout_ref.actor.get("data_loader_seed", 42))
 
 
-def training_samples(cfg: Any) -> list[PromptSample]:
+def training_samples(cfg: Any, length_limit: Any = None) -> list[PromptSample]:
     """``data.train_files`` as the trainer sees them (checked rows, ``data.train_max_samples``)."""
-    samples = load_samples(cfg.data.train_files, str(cfg.mars.get("on_bad_row", "error")))
+    samples = load_samples(cfg.data.train_files, str(cfg.mars.get("on_bad_row", "error")), length_limit=length_limit)
     limit = int(cfg.data.get("train_max_samples", -1) or -1)
     return samples[:limit] if limit > 0 else samples

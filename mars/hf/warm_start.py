@@ -29,6 +29,7 @@ import torch
 from mars.data.samples import PromptSample, run_seed, training_samples
 from mars.hf.device import autocast_for, resolve_device, set_cpu_threads
 from mars.hf.log_probs import response_log_probs
+from mars.training.preflight import skipping_length_limit
 
 # bump when the warm start's result changes for the same inputs (loss, target text, sampling of batches)
 FORMAT = 1
@@ -159,7 +160,7 @@ def warm_started_model(cfg: Any, write=print) -> str:
     model_path = str(cfg.actor_rollout_ref.model.path)
     if sft is None or int(sft.steps) <= 0:
         return model_path
-    stages = warm_start_stages(cfg, training_samples(cfg))
+    stages = warm_start_stages(cfg, training_samples(cfg, skipping_length_limit(cfg)))
     identity = warm_start_identity(cfg, stages)
     key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     root = Path(sft.get("cache_dir") or DEFAULT_CACHE_DIR).absolute()

@@ -1,13 +1,18 @@
 """Checkpoints written atomically and found again for resuming (verl's layout: ``global_step_N/`` and
 ``latest_checkpointed_iteration.txt`` in ``trainer.default_local_dir``).
 
-A checkpoint is written into a temporary folder and renamed into place only when complete, and the pointer file
-is replaced atomically after that: a crash while saving leaves the last good checkpoint and its pointer intact.
-Each complete checkpoint carries ``manifest.json`` (size and SHA-256 of each file). On resume the pointer's
-checkpoint is verified against it; one that fails (truncated, flipped bytes, a file missing), or a missing or
-garbled pointer, falls back to the newest checkpoint that verifies, saying which and why; checkpoint folders of
-which none verifies stop the run (``CheckpointError``) rather than starting over. Leftovers of interrupted saves
-(temporary folders, ``.old`` folders, pointer temporaries) are removed by ``clean_leftovers``.
+The local engine writes a checkpoint into a temporary folder and renames it into place only when complete, and
+replaces the pointer file atomically after that: a crash while saving leaves the last good checkpoint and its
+pointer intact. The verl engine's checkpoints are verl's own (``global_step_N/actor/`` shards and ``data.pt``,
+written in place, the pointer written by verl); MARS adds the manifest when verl's save has returned.
+
+Each complete checkpoint carries ``manifest.json`` (size and SHA-256 of every file in it), written last. On resume
+the pointer's checkpoint is verified against it; one that fails (truncated, flipped bytes, a file missing, no
+manifest where its neighbours have one: a save that never finished), or a missing or garbled pointer, falls back to
+the newest checkpoint that verifies, saying which and why (``prepare_resume`` also points the pointer file there,
+for verl's own resume); checkpoint folders of which none verifies stop the run (``CheckpointError``) rather than
+starting over. Leftovers of interrupted saves (temporary folders, ``.old`` folders, pointer temporaries) are
+removed by ``clean_leftovers``.
 """
 
 from __future__ import annotations
@@ -42,15 +47,38 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_manifest(folder: Path) -> None:
-    """``manifest.json``: the size and SHA-256 of each state file, written last (a checkpoint without it is partial)."""
-    files = {name: {"size": (folder / name).stat().st_size, "sha256": file_digest(folder / name)}
-             for name in (ENGINE_STATE, TRAINER_STATE)}
+def is_verl_checkpoint(folder: Path) -> bool:
+    """verl's layout (``actor/`` shards) rather than the local engine's two files."""
+    return (folder / "actor").is_dir()
+
+
+def write_manifest(folder: str | Path) -> None:
+    """``manifest.json``: the size and SHA-256 of every file in the checkpoint, written last (a checkpoint without
+    it is partial)."""
+    folder = Path(folder)
+    paths = [path for path in sorted(folder.rglob("*")) if path.is_file() and path.name != MANIFEST]
+    files = {path.relative_to(folder).as_posix(): {"size": path.stat().st_size, "sha256": digest}
+             for path, digest in zip(paths, file_digests(paths))}
     write_text_atomic(folder / MANIFEST, json.dumps({"files": files}, indent=2))
 
 
-def verify_checkpoint(folder: Path) -> str | None:
-    """None when ``folder`` is a complete checkpoint whose files match its manifest; else why not, in words."""
+def file_digests(paths: list[Path]) -> list[str]:
+    """SHA-256 of each file, several at once (hashlib releases the GIL: a checkpoint's shards, one per rank, are
+    hashed in parallel rather than one after another)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1, len(paths)))) as pool:
+        return list(pool.map(file_digest, paths))
+
+
+def verify_checkpoint(folder: Path, manifests_expected: bool = False) -> str | None:
+    """None when ``folder`` is a complete checkpoint whose files match its manifest; else why not, in words.
+    Without a manifest, a verl checkpoint is accepted unless ``manifests_expected`` (its neighbours have one: this
+    one's save never finished); a local one when its two files are readable (both: written by an older MARS)."""
+    if is_verl_checkpoint(folder):
+        if not (folder / MANIFEST).is_file():
+            return "no manifest.json: its save did not finish" if manifests_expected else None
+        return verify_against_manifest(folder)
     missing = [name for name in (ENGINE_STATE, TRAINER_STATE) if not (folder / name).is_file()]
     if missing:
         return f"{', '.join(missing)} missing"
@@ -60,16 +88,22 @@ def verify_checkpoint(folder: Path) -> str | None:
         except ValueError:
             return f"{TRAINER_STATE} is unreadable"
         return None if (folder / ENGINE_STATE).stat().st_size > 0 else f"{ENGINE_STATE} is empty"
+    return verify_against_manifest(folder)
+
+
+def verify_against_manifest(folder: Path) -> str | None:
     try:
         files = json.loads((folder / MANIFEST).read_text())["files"]
     except (ValueError, KeyError, TypeError):
         return "manifest.json is unreadable"
-    for name, expected in files.items():
+    for name, expected in files.items():  # sizes first: cheap, and a truncated file needs no checksum
         path = folder / name
         size = path.stat().st_size if path.is_file() else -1
         if size != expected.get("size"):
             return f"{name} has {size} bytes, the manifest says {expected.get('size')} (truncated?)"
-        if file_digest(path) != expected.get("sha256"):
+    names = list(files)
+    for name, digest in zip(names, file_digests([folder / name for name in names])):
+        if digest != files[name].get("sha256"):
             return f"{name} does not match its checksum (corrupted)"
     return None
 
@@ -114,12 +148,11 @@ def save_checkpoint(root: str | Path, step: int, engine_state: dict[str, Any], t
 
 
 def checkpoint_steps(root: Path) -> list[int]:
-    """Steps of the local engine's ``global_step_N`` folders in ``root``, newest first (verl's own checkpoints,
-    with their ``actor/`` shards, are verl's to find)."""
+    """Steps of the ``global_step_N`` folders in ``root`` (either engine's), newest first."""
     if not root.is_dir():
         return []
-    return sorted((int(m.group(1)) for p in root.iterdir()
-                   if p.is_dir() and (m := STEP_DIR.match(p.name)) and not (p / "actor").is_dir()), reverse=True)
+    return sorted((int(m.group(1)) for p in root.iterdir() if p.is_dir() and (m := STEP_DIR.match(p.name))),
+                  reverse=True)
 
 
 def find_checkpoint(root: str | Path) -> tuple[Path | None, list[str]]:
@@ -142,12 +175,14 @@ def find_checkpoint(root: str | Path) -> tuple[Path | None, list[str]]:
     order = ([pointed] if pointed in steps else []) + [s for s in steps if s != pointed]
     if pointed is not None and pointed not in steps and steps:
         notes.append(f"the pointer names step {pointed}, which has no checkpoint folder")
+    manifests_expected = any((root / f"global_step_{step}" / MANIFEST).is_file() for step in steps)
     for step in order:
         folder = root / f"global_step_{step}"
-        problem = verify_checkpoint(folder)
+        problem = verify_checkpoint(folder, manifests_expected)
         if problem is None:
             if not (folder / MANIFEST).is_file():
-                notes.append(f"{folder.name} has no manifest (an older MARS wrote it): resumed without verifying it")
+                notes.append(f"{folder.name} has no manifest (an older MARS, or verl's asynchronous saving, wrote "
+                             "it): resumed without verifying it")
             if notes:
                 notes.append(f"resuming from {folder.name}, the newest checkpoint that verifies")
             return folder, notes
@@ -157,6 +192,20 @@ def find_checkpoint(root: str | Path) -> tuple[Path | None, list[str]]:
             f"{root} has checkpoints but none can be resumed from:\n  " + "\n  ".join(notes)
             + "\nMove them away to keep them, or start over in this folder with trainer.resume_mode=disable.")
     return None, notes
+
+
+def prepare_resume(root: str | Path) -> tuple[Path | None, list[str]]:
+    """``find_checkpoint``, and the pointer file made to name what it found when it named something else (verl's
+    resume reads the pointer): the same notes, plus one when the pointer was rewritten."""
+    root = Path(root)
+    folder, notes = find_checkpoint(root)
+    if folder is not None:
+        step = folder.name.rsplit("_", 1)[1]
+        pointer = root / POINTER
+        if not pointer.is_file() or pointer.read_text(errors="replace").strip() != step:
+            write_text_atomic(pointer, step)
+            notes.append(f"{POINTER} now names step {step}")
+    return folder, notes
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from mars.data import check
@@ -10,17 +11,30 @@ from mars.training.settings import AnchorSettings
 
 
 def base_tokenizer_and_processor(cfg: Any) -> tuple[Any, Any]:
-    """The configured model's tokenizer and processor (no weights): what the checks before the warm start need."""
+    """The configured model's tokenizer and processor (no weights): what the checks before the warm start need.
+    A model path that is neither a folder nor a hub id, or that cannot be loaded, is a ``SettingsError``."""
+    import re
+
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(str(cfg.actor_rollout_ref.model.path))
+    from mars.training.settings import SettingsError
+
+    path = str(cfg.actor_rollout_ref.model.path)
+    key = f"actor_rollout_ref.model.path={path}"
+    hub_id = re.fullmatch(r"[\w.-]+/[\w.-]+", path) is not None
+    if not os.path.isdir(os.path.expanduser(path)) and not hub_id:
+        raise SettingsError([f"{key}: no such folder (give a local Hugging Face model folder or a hub id such as "
+                             "Qwen/Qwen2.5-VL-3B-Instruct)"])
+    try:
+        processor = AutoProcessor.from_pretrained(os.path.expanduser(path))
+    except (OSError, ValueError) as exc:
+        raise SettingsError([f"{key}: cannot load its processor ({str(exc).splitlines()[0]})"]) from None
     return processor.tokenizer, processor
 
 
-def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None) -> None:
-    """Before training (and before the warm start): every training and validation prompt and mono-source variant
-    fits ``actor_rollout_ref.rollout.prompt_length`` (image headers only). Raises ``BadDataError`` naming the rows and
-    the fix, like ``mars data check --max-prompt-length``. The processor's image settings are used when given, else
+def prompt_length_limit(cfg: Any, tokenizer: Any = None, processor: Any = None) -> tuple[check.LengthLimit, int, int]:
+    """What every prompt and mono-source variant must fit (``actor_rollout_ref.rollout.prompt_length``), and the
+    processor's pixel bounds (min, max) it is counted with: the processor's image settings when given, else
     Qwen2.5-VL's."""
     image_processor = getattr(processor, "image_processor", None)
     size = getattr(image_processor, "size", None) or {}
@@ -31,6 +45,24 @@ def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None)
     factor = int(getattr(image_processor, "patch_size", 14) or 14) * int(getattr(image_processor, "merge_size", 2) or 2)
     limit = check.LengthLimit(int(cfg.actor_rollout_ref.rollout.prompt_length),
                               AnchorSettings.from_config(cfg).variant_mode, tokenizer, factor)
+    return limit, min_pixels, max_pixels
+
+
+def skipping_length_limit(cfg: Any, processor: Any = None) -> check.LengthLimit | None:
+    """The limit rows are loaded with under ``mars.on_bad_row=skip`` (a prompt too long is a bad row, skipped and
+    counted with the others); None otherwise (``check_prompt_lengths`` refuses it before the warm start)."""
+    if str(cfg.mars.get("on_bad_row", "error")) != "skip":
+        return None
+    if processor is None:
+        processor = base_tokenizer_and_processor(cfg)[1]
+    return prompt_length_limit(cfg, processor.tokenizer, processor)[0]
+
+
+def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None) -> None:
+    """Before training (and before the warm start): every training and validation prompt and mono-source variant
+    fits ``actor_rollout_ref.rollout.prompt_length`` (image headers only). Raises ``BadDataError`` naming the rows and
+    the fix, like ``mars data check --max-prompt-length``."""
+    limit, min_pixels, max_pixels = prompt_length_limit(cfg, tokenizer, processor)
     for key in ("train_files", "val_files"):
         files = cfg.data.get(key)
         for path in [files] if isinstance(files, str) else list(files or []):
@@ -42,6 +74,7 @@ def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None)
                 raise BadDataError(
                     f"data.{key}: {too_long_rows} row(s) of {path} have a prompt or mono-source variant longer "
                     f"than rollout.prompt_length={limit.max_prompt_length}:\n  " + "\n  ".join(too_long)
+                    + "\n(shorten them, raise data.max_prompt_length, or set mars.on_bad_row=skip to leave them out)"
                 )
 
 
@@ -79,13 +112,30 @@ def check_perception(cfg: Any, processor: Any) -> None:
             raise SettingsError([str(exc)]) from None
 
 
-def check_before_warm_start(cfg: Any, rows: int | None = None) -> None:
+def check_before_warm_start(cfg: Any, rows: int | None = None, processor: Any = None) -> None:
     """What both engines check once the run folder is known and before the warm start, with the configured model's
-    processor loaded once: enough prompts for a batch, the perception settings, every prompt's length."""
-    tokenizer, processor = base_tokenizer_and_processor(cfg)
+    processor loaded once: enough prompts for a batch, the perception settings, every prompt's length (unless the
+    rows were loaded with ``mars.on_bad_row=skip``, which left the long ones out already)."""
+    check_data_paths(cfg)
+    if processor is None:
+        processor = base_tokenizer_and_processor(cfg)[1]
     check_enough_rows(cfg, rows)
     check_perception(cfg, processor)
-    check_prompt_lengths(cfg, tokenizer, processor)
+    if str(cfg.mars.get("on_bad_row", "error")) != "skip":
+        check_prompt_lengths(cfg, processor.tokenizer, processor)
+
+
+def check_data_paths(cfg: Any) -> None:
+    """Every file ``data.train_files`` and ``data.val_files`` name exists; ``BadDataError`` naming the key and the
+    file otherwise."""
+    missing = []
+    for key in ("train_files", "val_files"):
+        files = cfg.data.get(key)
+        missing += [f"data.{key}: {path} does not exist" for path in ([files] if isinstance(files, str) else
+                                                                       list(files or []))
+                    if not os.path.exists(os.path.expanduser(str(path)))]
+    if missing:
+        raise BadDataError("\n".join(missing))
 
 
 def check_enough_rows(cfg: Any, rows: int | None = None) -> None:

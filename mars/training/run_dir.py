@@ -2,7 +2,8 @@
 
 ``prepare_run_dir(cfg)`` runs before anything is trained, for both engines, on ``trainer.default_local_dir``:
 
-- no ``config.yaml`` there: a new run; the config is written.
+- no ``config.yaml`` there, or one of a run that stopped before logging anything (a check refused its data, model
+  or settings): a new run; the config is written.
 - a ``config.yaml`` that differs from the new config in a key outside ``ALLOWED_ON_RESUME``: stop with
   ``RunDirConflict``, naming the keys and the two ways out: a new ``trainer.experiment_name`` (a new directory), or
   ``trainer.resume_mode=disable`` (verl's "train from scratch": the directory's previous outputs are removed).
@@ -35,7 +36,8 @@ from mars.training.checkpoint import POINTER, latest_checkpoint, write_text_atom
 
 CONFIG = "config.yaml"
 RESULT = "result.json"
-# keys that may change between a run and its resume: how long it runs, how often it saves, validates and logs
+# keys that may change between a run and its resume: how long it runs, how often it saves, validates and logs, and
+# how Ray is started (the cluster is the machine's, not the run's)
 ALLOWED_ON_RESUME = (
     "trainer.total_training_steps",
     "trainer.total_epochs",
@@ -53,6 +55,7 @@ ALLOWED_ON_RESUME = (
     "mars.plots",
     "mars.val_views",
     "mars.sft_warmup.cache_dir",
+    "ray_kwargs",
 )
 # what a run writes into its directory: removed when the user starts over (anything else is left alone)
 RUN_OUTPUTS = (CONFIG, RESULT, POINTER, "metrics.jsonl", "training.png", "huggingface", "global_step_*")
@@ -162,6 +165,13 @@ def describe_result(run: RunDir) -> str:
     return text + ". Nothing was trained or rewritten; raise trainer.total_training_steps to train it further."
 
 
+def never_started(path: Path) -> bool:
+    """A folder whose run wrote its ``config.yaml`` and stopped before logging anything (a check refused its data,
+    model or settings): another configuration may take it over."""
+    return not (path / "metrics.jsonl").exists() and not any(path.glob("global_step_*")) \
+        and not (path / RESULT).exists()
+
+
 def clear_run_outputs(path: Path) -> list[str]:
     removed = []
     for pattern in RUN_OUTPUTS:
@@ -187,6 +197,8 @@ def prepare_run_dir(cfg: Any, write=print, engine_keys_ignored: Sequence[str] = 
         removed = clear_run_outputs(path)
         write(f"starting over in {path} (trainer.resume_mode=disable): removed the previous run's "
               f"{', '.join(removed)}")
+    if (path / CONFIG).exists() and never_started(path):  # stopped by a check before training: nothing to keep
+        (path / CONFIG).unlink()
     if not (path / CONFIG).exists():
         path.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path / CONFIG, text)

@@ -63,25 +63,35 @@ class MetricsLog:
         """On resume, drop the lines of steps the crashed run logged after its last checkpoint (they are redone);
         ``step=-1`` for a run that starts over. A torn last line (a crash or a full disk while appending) belongs to
         a step that was never checkpointed: it is dropped with a note."""
-        if self.path.exists():
-            entries, torn = parse_metrics(self.path)
-            if torn:
-                write(f"{self.path}: dropped a torn last line (a step logged while the run died; it is redone)")
-            keep = [json.dumps(entry) for entry in entries if entry.get("step", 0) <= step]
-            write_text_atomic(self.path, "".join(line + "\n" for line in keep))
+        truncate_metrics(self.path, step, write)
 
     def log(self, metrics: dict[str, float], step: int, write=print) -> None:
         clean = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and math.isfinite(v)}
         with self.path.open("a") as f:
             f.write(json.dumps({"step": step, **clean}) + "\n")
         if self.console:
-            shown = " ".join(f"{label} {clean[key]:.3f}" for key, label in CONSOLE_KEYS if key in clean)
-            write(f"step {step}: {shown}")
+            write(console_line({"step": step, **clean}))
         if self.tracking is not None:
             self.tracking.log(data=clean, step=step)
 
     def history(self) -> list[dict[str, float]]:
         return read_history(self.path.parent)
+
+
+def truncate_metrics(path: Path, step: int, write=print) -> None:
+    """``MetricsLog.truncate_after`` on a ``metrics.jsonl`` file."""
+    if path.exists():
+        entries, torn = parse_metrics(path)
+        if torn:
+            write(f"{path}: dropped a torn last line (a step logged while the run died; it is redone)")
+        keep = [json.dumps(entry) for entry in entries if entry.get("step", 0) <= step]
+        write_text_atomic(path, "".join(line + "\n" for line in keep))
+
+
+def console_line(entry: dict[str, float]) -> str:
+    """The short line a logged step prints (``trainer.logger`` with ``console``)."""
+    shown = " ".join(f"{label} {entry[key]:.3f}" for key, label in CONSOLE_KEYS if key in entry)
+    return f"step {int(entry['step'])}: {shown}"
 
 
 def parse_metrics(path: Path) -> tuple[list[dict[str, float]], bool]:

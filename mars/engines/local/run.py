@@ -21,7 +21,7 @@ from mars.data.samples import load_samples, run_seed, training_samples
 from mars.engines.local.local_engine import LocalEngine
 from mars.hf.warm_start import warm_started_model
 from mars.training.checkpoint import clean_leftovers, find_checkpoint, load_checkpoint, save_checkpoint
-from mars.training.preflight import check_before_warm_start
+from mars.training.preflight import base_tokenizer_and_processor, check_before_warm_start, skipping_length_limit
 from mars.training.progress import Progress, quiet_library_bars
 from mars.training.prompts import DataExhausted, PromptSampler
 from mars.training.run_dir import absolutize_paths, prepare_run_dir
@@ -59,8 +59,11 @@ def run(cfg: Any, write=print) -> RunResult:
     seed_everything(seed)
     absolutize_paths(cfg)
 
-    train = training_samples(cfg)
-    val = load_samples(cfg.data.val_files, str(cfg.mars.on_bad_row)) if cfg.data.get("val_files") else []
+    processor = base_tokenizer_and_processor(cfg)[1]
+    too_long = skipping_length_limit(cfg, processor)  # mars.on_bad_row=skip: prompts too long are skipped too
+    train = training_samples(cfg, too_long)
+    val = (load_samples(cfg.data.val_files, str(cfg.mars.on_bad_row), length_limit=too_long)
+           if cfg.data.get("val_files") else [])
     max_val = int(cfg.data.get("val_max_samples", -1) or -1)
     val = val[:max_val] if max_val > 0 else val
     total = total_training_steps(cfg, len(train))
@@ -70,7 +73,7 @@ def run(cfg: Any, write=print) -> RunResult:
         return result_of(run_dir, run.result)
     # enough prompts, perception settings the data and model allow, every prompt and variant fits: before the warm
     # start (a 100k-character prompt would exhaust its memory)
-    check_before_warm_start(cfg, len(train))
+    check_before_warm_start(cfg, len(train), processor)
 
     # the run ends at trainer.total_training_steps or after trainer.total_epochs passes over the data, whichever
     # comes first (verl's rule; DAPO draws several batches per step)

@@ -63,7 +63,8 @@ def check_verl_config(cfg: Any) -> None:
     if str(cfg.mars.get("on_bad_row", "error")) != "error":
         problems.append(
             f"mars.on_bad_row={cfg.mars.on_bad_row}: the verl engine reads the parquet files through verl's dataset, "
-            "which cannot skip rows; fix the rows `mars data check FILE` lists (skipping works with `mars train`)"
+            "which cannot skip rows; fix the rows `mars data check FILE` lists (skipping works on the local engine, "
+            "trainer.engine=local)"
         )
     problems += micro_batch_problems(cfg)
     try:

@@ -170,15 +170,19 @@ def ray_cluster(config: Any, on_cpu: bool, write=print) -> Iterator[bool]:
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, terminate)
+    cut_short = False
     try:
         yield not joining
+    except BaseException:
+        cut_short = True
+        raise
     finally:
         signal.signal(signal.SIGTERM, previous)
         if joining:  # the cluster is someone else's: only this connection ends
-            write("disconnecting from the Ray cluster ...")
             ray.shutdown()
         else:
-            write("shutting down Ray ...")
+            if cut_short:  # said only when the wait may be felt; after a run it would print above its last lines,
+                write("shutting down Ray ...")  # which reach this process from the workers a moment later
             shutdown_ray(kill_after=SHUTDOWN_GRACE_S, write=write)
 
 
@@ -247,19 +251,91 @@ def run(config: Any, write=print):
     from mars.training.preflight import check_before_warm_start
     from mars.training.run_dir import prepare_run_dir
     from mars.training.summary import result_of, summarize_run
+    from mars.training.tracking import truncate_metrics
 
     on_cpu = prepare_config(config, write)
     run_dir = prepare_run_dir(config, write)  # before any training: another run's directory stops here
     if run_dir.status == "complete":
         return result_of(run_dir.path, run_dir.result)
     check_before_warm_start(config)  # what would stop the warm start, or verl inside Ray (an empty dataloader)
+    resumed_step = choose_checkpoint(config, run_dir.path, write) if run_dir.status == "resume" else -1
+    # steps logged after the checkpoint are redone (the task runner would drop them too, once it runs)
+    truncate_metrics(run_dir.path / "metrics.jsonl", resumed_step, write)
     with open_dict(config):  # the folder's config.yaml names the base model; the warm start is derived from it
         config.actor_rollout_ref.model.path = warm_started_model(config, write)
     check_data_files(config)
     validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
-    with ray_cluster(config, on_cpu, write):
+    console = "console" in config.trainer.logger
+    with ray_cluster(config, on_cpu, write), echo_steps(run_dir.path / "metrics.jsonl", resumed_step,
+                                                        write if console else (lambda line: None)):
         run_ppo(config, task_runner_class=ray.remote(MarsTaskRunner))
     return summarize_run(config, run_dir.path, write=write, engine="verl")
+
+
+@contextlib.contextmanager
+def echo_steps(path: Path, after: int, write=print, every: float = 0.5) -> Iterator[None]:
+    """Each step's short line, printed by this process from ``metrics.jsonl`` as the task runner (a Ray actor)
+    appends to it, for the steps after ``after``: in order, and all of them before the run's closing lines (a Ray
+    worker's own output reaches the driver late, and what is in flight when Ray shuts down never does)."""
+    import json
+    import threading
+
+    from mars.training.tracking import console_line
+
+    last = [after]
+    stop = threading.Event()
+
+    def echo() -> None:
+        try:
+            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        except OSError:
+            return
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:  # a line still being written: read again next time
+                break
+            step = entry.get("step") if isinstance(entry, dict) else None
+            if isinstance(step, int) and step > last[0]:
+                write(console_line(entry))
+                last[0] = step
+
+    def follow() -> None:
+        while not stop.wait(every):
+            echo()
+
+    thread = threading.Thread(target=follow, name="mars-echo-steps", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        echo()
+
+
+def choose_checkpoint(config: Any, run_dir: Path, write=print) -> int:
+    """Before Ray: what interrupted saves left is removed, and verl's resume (``resume_mode=auto``: the pointer file's
+    checkpoint) is pointed at the newest checkpoint that verifies against its manifest, with a note for each one
+    passed over; none verifying stops here (``CheckpointError``), a ``resume_from_path`` that fails too. Returns
+    the step resumed from (-1: none, the run starts at step 0)."""
+    from mars.training.checkpoint import CheckpointError, clean_leftovers, prepare_resume, verify_checkpoint
+
+    leftovers = clean_leftovers(run_dir)
+    if leftovers:
+        write(f"removed what an interrupted save left in {run_dir}: {', '.join(sorted(leftovers))}")
+    mode = str(config.trainer.get("resume_mode", "auto"))
+    folder = None
+    if mode == "resume_path" and config.trainer.get("resume_from_path"):
+        folder = Path(str(config.trainer.resume_from_path))
+        problem = verify_checkpoint(folder) if folder.is_dir() else "no such folder"
+        if problem is not None:
+            raise CheckpointError(f"trainer.resume_from_path={folder} cannot be resumed from: {problem}")
+    elif mode == "auto":
+        folder, notes = prepare_resume(run_dir)
+        for note in notes:
+            write(note)
+    return int(folder.name.rsplit("_", 1)[1]) if folder is not None else -1
 
 
 def run_entry_point(config: Any) -> None:

@@ -36,6 +36,10 @@ def verl_prompt_stream(dataloader: Any, expected_images: int | None = None, batc
                         convert=lambda batch: samples_from_batch(batch, expected_images))
 
 
+def quiet(line: str) -> None:
+    """Where the task runner's step lines go: nowhere, the driver prints them from ``metrics.jsonl``."""
+
+
 class MarsRayPPOTrainer(RayPPOTrainer):
     """``RayPPOTrainer`` whose step is MARS's ``train_step`` (rollouts and anchors in one generation request)."""
 
@@ -69,7 +73,7 @@ class MarsRayPPOTrainer(RayPPOTrainer):
 
         if config.trainer.get("val_before_train", True) and self.global_steps == 0:  # as the local engine: not on resume
             metrics = self._validate()
-            tracking.log(metrics, self.global_steps)
+            tracking.log(metrics, self.global_steps, quiet)
             if config.trainer.get("val_only", False):
                 self._shutdown_dump_executor()
                 return
@@ -89,7 +93,7 @@ class MarsRayPPOTrainer(RayPPOTrainer):
                 progress.write(f"{exhausted}: the run ends after step {self.global_steps - 1} of "
                                f"{self.total_training_steps} (step {self.global_steps} is not trained)")
                 break
-            tracking.log(metrics, self.global_steps, progress.write)
+            tracking.log(metrics, self.global_steps, quiet)  # the driver prints the line (launch.echo_steps)
             progress.update(1)
             self.global_steps += 1
         self._finish_async_checkpoints(blocking=True)
@@ -104,14 +108,23 @@ class MarsRayPPOTrainer(RayPPOTrainer):
                                   getattr(self, "_resumed_batches", 0), int(self.config.trainer.total_epochs))
 
     def _save_checkpoint(self) -> None:
-        """verl's checkpoint, plus the number of batches drawn (DAPO draws several per step)."""
+        """verl's checkpoint, plus the number of batches drawn (DAPO draws several per step), then the manifest that
+        marks it complete (``mars.training.checkpoint``; verl writes in place, so a stale manifest of the same
+        step goes first). With ``actor.checkpoint.async_save`` the shards are still being written when verl's save
+        returns: no manifest then, and a resume takes such checkpoints unverified."""
+        from mars.training.checkpoint import MANIFEST, write_manifest
+
+        folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+        os.makedirs(folder, exist_ok=True)
+        if os.path.exists(os.path.join(folder, MANIFEST)):
+            os.remove(os.path.join(folder, MANIFEST))
         prompts = getattr(self, "prompts", None)
         if prompts is not None:
-            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
-            os.makedirs(folder, exist_ok=True)
             with open(os.path.join(folder, PROMPTS_FILE), "w") as f:
                 json.dump({"batches": prompts.batches}, f)
         super()._save_checkpoint()
+        if not self.config.actor_rollout_ref.actor.get("checkpoint", {}).get("async_save", False):
+            write_manifest(folder)
 
     def _load_checkpoint(self) -> None:
         """verl's resume, then the dataloader's position restored unconditionally: verl skips it when the step number
