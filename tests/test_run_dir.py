@@ -43,8 +43,10 @@ def test_a_run_refused_before_it_began_leaves_nothing_in_the_way(tmp_path):
     """A check that stopped the first command (a missing model, a bad file) wrote config.yaml only: the corrected
     command, with other settings, takes the folder as new."""
     prepare_run_dir(cfg_in(tmp_path, "mars.variant_mode=blank"), write=lambda s: None)
-    run = prepare_run_dir(cfg_in(tmp_path), write=lambda s: None)
-    assert run.status == "new"
+    lines = []
+    run = prepare_run_dir(cfg_in(tmp_path), write=lines.append)
+    assert run.status == "new" and lines == [f"{tmp_path} held the config of a run that never began training: "
+                                             "replaced by this run's"]
     assert OmegaConf.load(tmp_path / "config.yaml").mars.variant_mode == "duplicate"
 
 

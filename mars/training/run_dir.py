@@ -198,6 +198,8 @@ def prepare_run_dir(cfg: Any, write=print, engine_keys_ignored: Sequence[str] = 
         write(f"starting over in {path} (trainer.resume_mode=disable): removed the previous run's "
               f"{', '.join(removed)}")
     if (path / CONFIG).exists() and never_started(path):  # stopped by a check before training: nothing to keep
+        if (path / CONFIG).read_text() != text:
+            write(f"{path} held the config of a run that never began training: replaced by this run's")
         (path / CONFIG).unlink()
     if not (path / CONFIG).exists():
         path.mkdir(parents=True, exist_ok=True)
