@@ -74,7 +74,8 @@ def check_prompt_lengths(cfg: Any, tokenizer: Any = None, processor: Any = None)
                 raise BadDataError(
                     f"data.{key}: {too_long_rows} row(s) of {path} have a prompt or mono-source variant longer "
                     f"than rollout.prompt_length={limit.max_prompt_length}:\n  " + "\n  ".join(too_long)
-                    + "\n(shorten them, raise data.max_prompt_length, or set mars.on_bad_row=skip to leave them out)"
+                    + "\n(shorten them, raise data.max_prompt_length, or leave them out with mars.on_bad_row=skip on the "
+                    "local engine)"
                 )
 
 
