@@ -71,8 +71,9 @@ def load_samples(files: str | Sequence[str], on_bad_row: str = "error", max_pixe
     if on_bad_row not in ("error", "skip"):
         raise ValueError(f"mars.on_bad_row must be 'error' or 'skip', got {on_bad_row!r}")
     files = [files] if isinstance(files, str) else list(files)
-    kwargs = {"length_limit": length_limit} if max_pixels is None else {"max_pixels": max_pixels,
-                                                                      "length_limit": length_limit}
+    kwargs: dict[str, Any] = {"length_limit": length_limit}
+    if max_pixels is not None:
+        kwargs["max_pixels"] = max_pixels
     samples = []
     skipped: dict[str, list] = {}  # problem kind -> [count, first message]
     for path in files:
