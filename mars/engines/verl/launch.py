@@ -277,28 +277,22 @@ def echo_steps(path: Path, after: int, write=print, every: float = 0.5) -> Itera
     """Each step's short line, printed by this process from ``metrics.jsonl`` as the task runner (a Ray actor)
     appends to it, for the steps after ``after``: in order, and all of them before the run's closing lines (a Ray
     worker's own output reaches the driver late, and what is in flight when Ray shuts down never does)."""
-    import json
     import threading
 
-    from mars.training.tracking import console_line
+    from mars.training.tracking import console_line, parse_metrics
 
     last = [after]
     stop = threading.Event()
 
     def echo() -> None:
-        try:
-            lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-        except OSError:
+        try:  # a line still being written is left out as torn: it is read again next time
+            entries = parse_metrics(path)[0] if path.exists() else []
+        except (OSError, ValueError):
             return
-        for line in lines:
-            try:
-                entry = json.loads(line)
-            except ValueError:  # a line still being written: read again next time
-                break
-            step = entry.get("step") if isinstance(entry, dict) else None
-            if isinstance(step, int) and step > last[0]:
+        for entry in entries:
+            if int(entry["step"]) > last[0]:
                 write(console_line(entry))
-                last[0] = step
+                last[0] = int(entry["step"])
 
     def follow() -> None:
         while not stop.wait(every):
