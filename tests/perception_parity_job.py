@@ -9,7 +9,7 @@ import sys
 import torch
 
 
-def verl_layout(rows, model, pad_id, image_token_id):
+def verl_layout(rows, model, pad_id, image_token_id, response_width=None):
     """The rows as verl's agent loop hands them over: left-padded prompts, right-padded responses, masks, mRoPE
     position ids in verl's (4, L) layout (text positions, then the model's own get_rope_index), multi_modal_inputs."""
     import numpy as np
@@ -17,7 +17,7 @@ def verl_layout(rows, model, pad_id, image_token_id):
 
     prompts = [p.input_ids[0] for p in rows.payload.prompts]
     responses = rows.payload.responses
-    width_p, width_r = max(len(p) for p in prompts), max(len(r) for r in responses) + 2
+    width_p, width_r = max(len(p) for p in prompts), response_width or max(len(r) for r in responses) + 2
     n = len(prompts)
     prompt_ids = torch.full((n, width_p), pad_id, dtype=torch.long)
     response_ids = torch.full((n, width_r), pad_id, dtype=torch.long)

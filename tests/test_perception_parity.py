@@ -8,10 +8,12 @@ bf16 autocast on a GPU."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from mars.perception.views import AlteredView
@@ -50,3 +52,48 @@ def test_both_engines_give_the_same_perception_signals(tiny_model_dir, ir_data_d
     assert result["rows"] == len(rows)
     for key, diff in result["diffs"].items():
         assert diff < 1e-4, (key, diff, result["diffs"])
+
+
+def test_a_papo_update_gives_the_same_numbers_on_both_engines(tiny_model_dir, ir_data_dir, tmp_path):
+    """PAPO's term inside verl's actor update (``mars.engines.verl.papo``, run by ``papo_parity_job.py`` through
+    verl's ``_update_actor``, MARS's worker and verl's FSDP2 engine, without Ray) equals the local engine's on the
+    same rows: the perception KL, the masked entropy, and the gradient norm (with zero advantages, the norm of the
+    term's own gradient, through both branches). Three micro-batches of two rows: each row meets its own masked copy."""
+    from mars.config.compose import compose_config
+    from mars.engines.local import LocalEngine
+    from mars.perception.methods import perception_settings
+    from mars.training.interface import PerceptionLoss, PolicyBatch
+
+    from tests.test_local_engine import tiny_overrides
+
+    overrides = [*tiny_overrides(tiny_model_dir, ir_data_dir, tmp_path / "warm_start"),
+                 f"trainer.default_local_dir={tmp_path / 'run'}", "perception=papo", "perception.kl_coef=0.5", "perception.entropy_coef=0.5",
+                 "perception.patch_size=28", "actor_rollout_ref.actor.use_kl_loss=false",
+                 "actor_rollout_ref.actor.ppo_mini_batch_size=3", "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=2",
+                 "actor_rollout_ref.actor.optim.lr=0", "data.train_batch_size=3",
+                 "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=2"]
+    cfg = compose_config("embedded", overrides)
+    engine = LocalEngine(cfg, total_steps=1)
+    rows = _rollouts(cfg, engine)
+    rows.rewards = torch.tensor([1.0, 0.0, 0.5, 0.5, 0.0, 1.0]).numpy()
+    mask = engine.response_mask(rows)
+    old = engine.compute_log_probs(rows, "actor")
+    old = old + 0.2 * torch.randn(old.shape, generator=torch.Generator().manual_seed(1)) * mask
+    advantages = torch.zeros_like(mask)  # no policy gradient: every gradient below is PAPO's term's
+    settings = perception_settings(cfg)
+    papo = PerceptionLoss(settings.method_view(), settings.kl_coef, settings.entropy_coef, seed=3, step=2)
+
+    without = engine.update_policy(PolicyBatch(rows, advantages, old, None))
+    local = engine.update_policy(PolicyBatch(rows, advantages, old, None, perception_loss=papo))
+    assert local["perception/kl"] > 0 and local["perception/entropy_masked"] > 0
+    assert without["actor/grad_norm"] == 0 and local["actor/grad_norm"] > 0  # lr = 0: the weights did not move
+
+    saved, out = tmp_path / "papo.pt", tmp_path / "papo.json"
+    torch.save({"rows": rows, "old_log_probs": old, "advantages": advantages, "papo": papo,
+                "overrides": overrides}, saved)
+    done = subprocess.run([sys.executable, str(REPO / "tests/papo_parity_job.py"), str(saved), str(out)], cwd=REPO,
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "VERL_PLATFORM": "cpu"})
+    assert done.returncode == 0, done.stderr[-4000:]
+    verl = json.loads(out.read_text())
+    for key in ("perception/kl", "perception/entropy_masked", "actor/grad_norm"):
+        assert verl[key] == pytest.approx(local[key], rel=1e-4, abs=1e-6), (key, verl[key], local[key])

@@ -219,9 +219,10 @@ def test_two_verl_runs_give_the_same_numbers(tmp_path):
     assert ray_processes() == []
 
 
-@pytest.mark.parametrize("method", ["vgpo", "vppo"])
+@pytest.mark.parametrize("method", ["vgpo", "vppo", "papo"])
 def test_perception_methods_train_on_verl(tmp_path, method):
-    """The perception pass through MARS's actor worker method on the FSDP2 module, inside Ray."""
+    """The perception pass through MARS's actor worker method on the FSDP2 module, inside Ray; PAPO's term inside
+    verl's actor update."""
     done = mars_train(tmp_path, f"perception={method}", "trainer.total_training_steps=1",
                       f"trainer.experiment_name={method}", "trainer.val_before_train=false")
     log = done.stdout + done.stderr
@@ -229,13 +230,18 @@ def test_perception_methods_train_on_verl(tmp_path, method):
     assert "compute_perception_signals" not in log  # no error from the worker method
     history = metrics(tmp_path / f"outputs/embedded/runs/{method}")
     step = history[0]
-    assert step["step"] == 1 and step["perception/token_weight/mean"] > 0
+    assert step["step"] == 1
     for source in ("visible", "infrared"):
         assert step[f"perception/dependency/{source}"] >= 0
-    if method == "vppo":
+    if method == "papo":  # from the workers' loss, under the local engine's names
+        assert step["perception/kl"] > 0 and step["perception/entropy_masked"] > 0
+        assert not any(key.startswith("actor/perception/") for key in step)
+    elif method == "vppo":
         assert 0 < step["perception/token_weight/gated_share"] < 1 and step["perception/dependency/mean"] > 0
     else:
         assert 0 < step["perception/similarity/mean"] < 1
+    if method != "papo":
+        assert step["perception/token_weight/mean"] > 0
     assert ray_processes() == []
 
 

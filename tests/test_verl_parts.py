@@ -266,3 +266,42 @@ def test_the_driver_echoes_each_new_step_once_in_order_and_all_before_it_returns
             time.sleep(0.1)
             f.write('ore/mean": 1.0}\n' + json.dumps({"step": 4}) + "\n")
     assert shown == ["step 2: reward 0.250", "step 3: reward 1.000", "step 4: "]
+
+
+def test_papo_masks_travel_with_their_rows_through_verls_update_batch():
+    """Each row's masked pixel values in a micro-batch of verl's update (after its no-padding conversion and a
+    reordering, as shuffling or dynamic batching make) are that row's own images under that row's mask: the same
+    values the local engine masks (``mars.hf.perception.altered_prompts``)."""
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.utils.padding import left_right_2_no_padding
+
+    from mars.engines.verl.papo import PapoSetup, add_mask_fields, masked_pixel_values
+    from mars.hf.perception import altered_prompts
+    from mars.perception.views import AlteredView
+    from mars.processing import PromptInputs
+
+    merge, patch, dim = 2, 14, 6
+    grids = [torch.tensor([[1, 4, 4], [1, 2, 4]]), torch.tensor([[1, 4, 2], [1, 2, 2]]), torch.tensor([[1, 2, 2], [1, 4, 4]])]
+    pixels = [torch.randn(int(g.prod(-1).sum()), dim, generator=torch.Generator().manual_seed(i)) for i, g in enumerate(grids)]
+    n = len(grids)
+    ids = torch.ones(n, 8, dtype=torch.long)
+    data = DataProto.from_dict(tensors={
+        "prompts": ids[:, :4], "responses": ids[:, 4:], "input_ids": ids, "attention_mask": torch.ones_like(ids),
+        "response_mask": torch.ones(n, 4, dtype=torch.long), "position_ids": torch.arange(8).expand(n, 8).clone()})
+    data.non_tensor_batch["multi_modal_inputs"] = np.array(
+        [{"pixel_values": p, "image_grid_thw": g} for p, g in zip(pixels, grids)], dtype=object)
+    groups, sources = ["g0", "g1", "g1"], [["visible", "infrared"]] * n
+    add_mask_fields(data, groups, sources, seed=5, step=7)
+    td = left_right_2_no_padding(data.to_tensordict())
+    view = AlteredView("patches", "patches", ratio=0.5, patch_pixels=28)
+    geometry = (torch.full((dim,), -1.0), merge, patch)
+    setup = PapoSetup(view, geometry, 0.02, 0.03, "token-mean")
+
+    order = [2, 0, 1]
+    got = masked_pixel_values(tu.index_select_tensor_dict(td, order), setup)  # verl's own row selection
+    prompts = [PromptInputs(input_ids=ids[i:i + 1], attention_mask=ids[i:i + 1], mm_token_type_ids=ids[i:i + 1],
+                            pixel_values=pixels[i],
+                            image_grid_thw=grids[i]) for i in range(n)]
+    expected = altered_prompts(prompts, sources, groups, view, geometry, seed=5, step=7)
+    assert torch.equal(got, torch.cat([expected[i].pixel_values for i in order]))
+    assert not torch.equal(got, torch.cat([pixels[i] for i in order]))  # something was masked

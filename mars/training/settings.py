@@ -179,9 +179,6 @@ def check_settings(cfg: Any) -> list[str]:
     if cfg.mars.get("on_bad_row", "error") not in ON_BAD_ROW:
         problems.append(f"mars.on_bad_row={cfg.mars.get('on_bad_row')}: valid: {', '.join(ON_BAD_ROW)}")
     problems += perception_problems(perception_settings(cfg))
-    if str(cfg.trainer.get("engine", "local")) == "verl" and perception_settings(cfg).name == "papo":
-        problems.append("perception=papo runs on trainer.engine=local only: its loss needs a second forward with "
-                        "gradient inside verl's actor update, which MARS does not extend yet (vgpo and vppo run on both)")
     return problems + warmup_problems(cfg.mars.get("sft_warmup") or {})
 
 

@@ -8,6 +8,9 @@ settings, applied to the config before anything starts and printed in one line:
     attn_implementation=sdpa              flash-attention needs CUDA
     use_remove_padding=false              the remove-padding path needs flash-attention
     use_torch_compile=false               compiling a tiny model costs more than it saves
+    actor/ref mixed_precision             float32 parameters in FSDP (verl's default is bf16), as the local engine
+      .param_dtype=fp32                   on a CPU: bf16 log-probs near -8 step by 1/16, which zeroes PAPO's KL
+                                          and coarsens every ratio; most CPUs have no fast bf16 either
     rollout.name=hf                       when none was named (vLLM and SGLang need a GPU); the hf rollout runs
                                           one model per trainer rank: tensor/data/pipeline parallel sizes 1, and
                                           full_determinism (each row's sampling seeded by step, call and row)
@@ -85,6 +88,8 @@ def apply_device_settings(cfg: Any, write=print) -> bool:
         "actor_rollout_ref.ref.strategy": "fsdp2",
         "actor_rollout_ref.model.override_config.attn_implementation": "sdpa",
         "actor_rollout_ref.model.use_remove_padding": False,
+        "actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype": "fp32",
+        "actor_rollout_ref.ref.fsdp_config.mixed_precision.param_dtype": "fp32",
         "actor_rollout_ref.actor.use_torch_compile": False,
         "actor_rollout_ref.ref.use_torch_compile": False,
         "actor_rollout_ref.rollout.agent.num_workers": 1,

@@ -49,8 +49,8 @@ class MarsTaskRunner(BaseTaskRunner):
 
     def run(self, config: Any) -> None:
         from omegaconf import OmegaConf
-        from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler, need_critic, need_reference_policy
-        from verl.utils.config import omega_conf_to_dataclass, validate_config
+        from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler
+        from verl.utils.config import omega_conf_to_dataclass
         from verl.utils.dataset.rl_dataset import collate_fn
         from verl.workers.config import HFModelConfig
 
@@ -61,7 +61,7 @@ class MarsTaskRunner(BaseTaskRunner):
         self.add_critic_worker(config)
         self.add_reward_model_resource_pool(config)
         self.add_teacher_model_resource_pool(config)
-        validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+        validate_quietly(config)
 
         model_config: HFModelConfig = omega_conf_to_dataclass(config.actor_rollout_ref.model)
         tokenizer, processor = model_config.tokenizer, model_config.processor
@@ -224,11 +224,15 @@ def prepare_config(config: Any, write=print) -> bool:
     from omegaconf import open_dict
 
     from mars.engines.verl.device_settings import apply_device_settings
+    from mars.perception.methods import perception_settings
     from mars.training.run_dir import absolutize_paths
 
     with open_dict(config):
         on_cpu = apply_device_settings(config, write)  # first: a backend that cannot run here stops at once
         check_verl_config(config)
+        papo = perception_settings(config)
+        if papo.name == "papo" and papo.entropy_coef != 0:  # its entropy terms need verl's entropies, with gradient
+            config.actor_rollout_ref.actor.calculate_entropy = True
         absolutize_paths(config)  # Ray workers do not share the driver's working directory
         config.trainer.default_local_dir = os.path.abspath(str(config.trainer.default_local_dir))
         config.trainer.experiment_name = str(config.trainer.experiment_name)  # MARS's resolver stays in this process
@@ -239,13 +243,25 @@ def prepare_config(config: Any, write=print) -> bool:
     return on_cpu
 
 
+def validate_quietly(config: Any) -> None:
+    """verl's ``validate_config``, without its success line and its notice that GRPO-style estimators need no critic
+    (both said to every MARS run); a bad value still raises verl's error."""
+    import io
+    import warnings
+
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.filterwarnings("ignore", message="Disabled critic as algorithm.adv_estimator", category=UserWarning)
+        validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+
+
 def run(config: Any, write=print):
     """Train on Ray (see the module docstring); returns the run's ``mars.training.summary.RunResult``."""
     import ray
     from omegaconf import open_dict
     from verl.trainer.main_ppo import run_ppo
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
 
     from mars.hf.warm_start import warm_started_model
     from mars.training.preflight import check_before_warm_start
@@ -264,7 +280,7 @@ def run(config: Any, write=print):
     with open_dict(config):  # the folder's config.yaml names the base model; the warm start is derived from it
         config.actor_rollout_ref.model.path = warm_started_model(config, write)
     check_data_files(config)
-    validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    validate_quietly(config)
     console = "console" in config.trainer.logger
     with ray_cluster(config, on_cpu, write), echo_steps(run_dir.path / "metrics.jsonl", resumed_step,
                                                         write if console else (lambda line: None)):

@@ -1,4 +1,4 @@
-"""The perception pass on verl: MARS's actor worker adds one method beside verl's ``compute_log_prob``.
+"""The perception pass on verl: MARS's actor worker adds methods beside verl's ``compute_log_prob``.
 
 verl's own actor forward (no-padding layout, fused kernels, its attention patches) stays as it is and gives the old
 log-probs. The perception signals (``mars.hf.perception``: VGPO's similarity, log-probs and per-token KL under
@@ -8,6 +8,8 @@ data-parallel rank runs the same code as the local engine on the FSDP module, on
 (every rank must run the same number of forwards: FSDP gathers parameters collectively). On verl this is one real
 forward more than on the local engine, where the similarity comes from the old-log-prob pass itself.
 
+PAPO's loss term runs inside verl's actor update: ``set_papo_loss`` installs it (``mars.engines.verl.papo``).
+
 The driver turns the rows' ``DataProto`` back into per-row prompt inputs (prompt ids without padding, the
 processor's pixel values from ``multi_modal_inputs``), the form the local engine keeps.
 """
@@ -15,12 +17,14 @@ processor's pixel values from ``multi_modal_inputs``), the form the local engine
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 from typing import Any
 
 import torch
 from verl.single_controller.base.decorator import Dispatch, register
 from verl.workers.engine_workers import ActorRolloutRefWorker
 
+from mars.engines.verl.papo import PapoSetup, papo_loss
 from mars.hf.perception import perception_signals
 from mars.processing import PromptInputs
 
@@ -87,6 +91,12 @@ class MarsActorRolloutRefWorker(ActorRolloutRefWorker):
 
         with engine.eval_mode():
             return run_job(engine.module, job, autocast)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def set_papo_loss(self, setup: PapoSetup) -> None:
+        """The actor's loss becomes verl's loss plus PAPO's term (``mars.engines.verl.papo``); verl's own loss
+        function stays in ``self.loss_fn``, so setting it again replaces the term instead of stacking it."""
+        self.actor.set_loss_fn(partial(papo_loss, self.loss_fn, self.actor.engine, setup))
 
 
 def gather_results(results: list[dict[str, torch.Tensor]], n: int) -> dict[str, torch.Tensor]:

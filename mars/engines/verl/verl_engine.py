@@ -6,7 +6,8 @@
                        reward function and the configured reward manager, e.g. DAPO's overlong shaping)
     compute_log_probs  verl's actor / reference worker groups (FSDP), on rows balanced across data-parallel ranks;
                        with a perception method, MARS's worker method beside it (``perception.py``)
-    update_policy      verl's actor update (its policy loss, KL loss, loss aggregation, mini-batches)
+    update_policy      verl's actor update (its policy loss, KL loss, loss aggregation, mini-batches); with PAPO,
+                       its term added to verl's loss inside the workers (``papo.py``)
 
 Rows keep the step's order at every interface: verl's sequence-length balancing reorders a batch in place, so it
 is applied to a copy that carries an explicit row index, and results are put back in the step's order. Only
@@ -31,7 +32,7 @@ from mars.engines.verl.generation import (
     join_request_fields,
     rollout_batch,
 )
-from mars.training.interface import PerceptionRequest, PolicyBatch, RolloutBatch, RolloutRequest
+from mars.training.interface import PerceptionLoss, PerceptionRequest, PolicyBatch, RolloutBatch, RolloutRequest
 
 ROW_INDEX_KEY = "mars_row"  # position of a row in the step's order, carried through verl's batch balancing
 CALL_STRIDE = 1_000_000  # request numbers of one generation call: call * CALL_STRIDE + row + 1
@@ -56,6 +57,7 @@ class VerlEngine:
         self.validating = False  # set around the per-view validation's generation (MarsRayPPOTrainer._validate)
         self._calls: dict[int, int] = {}  # generation calls made at each global step (the hf rollout's request seeds)
         self._geometry = None  # the processor's black patch row, merge and patch size, for altered views
+        self._papo_installed = False  # whether the actor workers' loss has PAPO's term
 
     # ------------------------------------------------------------------------------------------ rollout servers
 
@@ -248,8 +250,6 @@ class VerlEngine:
 
     def update_policy(self, batch: PolicyBatch) -> dict[str, float]:
         """verl's actor update on the rows with the step's advantages; returns the step's verl-side metrics."""
-        if batch.perception_loss is not None:
-            raise NotImplementedError("PAPO's loss term runs on the local engine only (refused at composition)")
         from verl.utils.metric import reduce_metrics
 
         from mars.training.step import outcome_rewards
@@ -270,13 +270,34 @@ class VerlEngine:
                 raise RuntimeError(f"{key} of the old-log-prob call has {len(values)} rows, the update {len(data)}")
             data.batch[key] = values
         metrics = self._rollout_correction(data)
+        if batch.perception_loss is not None:
+            self._install_papo(batch.perception_loss, data, batch.rows)
         data, _ = self._balanced(data)  # advantages travel with their rows
         self._sleep_rollout()
         output = self.trainer._update_actor(data)
-        metrics.update(reduce_metrics(output.meta_info["metrics"]))
+        for key, value in reduce_metrics(output.meta_info["metrics"]).items():
+            # verl prefixes every actor metric with actor/; PAPO's keep the perception/ name of the local engine
+            metrics[key.removeprefix("actor/") if key.startswith("actor/perception/") else key] = value
         self.last_update = data
         metrics, self._metrics = {**self._metrics, **metrics}, {}
         return metrics
+
+    def _install_papo(self, papo: PerceptionLoss, data: DataProto, rows: RolloutBatch) -> None:
+        """PAPO's term in the actor workers' loss (``mars.engines.verl.papo``), and each row's mask seed and image
+        sources in the update batch, so the workers mask the same patches as the local engine."""
+        from mars.engines.verl.papo import PapoSetup, add_mask_fields
+        from mars.hf.perception import image_geometry
+
+        if self._geometry is None:
+            self._geometry = image_geometry(self.trainer.processor.image_processor)
+        actor = self.config.actor_rollout_ref.actor
+        scale = actor.get("loss_scale_factor", None)
+        setup = PapoSetup(papo.view, self._geometry, float(papo.kl_coef), float(papo.entropy_coef),
+                          str(actor.loss_agg_mode), None if scale is None else float(scale))
+        if not self._papo_installed:  # the settings are the run's: once is enough
+            self.trainer.actor_rollout_wg.set_papo_loss(setup)
+            self._papo_installed = True
+        add_mask_fields(data, [str(g) for g in rows.group_ids], rows.row_sources(), papo.seed, papo.step)
 
     def _debug_metrics(self, data: DataProto, old_log_probs: torch.Tensor) -> None:
         """verl's rollout-versus-actor probability difference (``training/rollout_probs_diff_*``), where the rollout
