@@ -2,11 +2,11 @@
 
     python benchmarks/bench_perception.py [--steps 6] [--n 6] [--batch 8] [--response-length 48]
 
-Four engines start from the same tiny model (random init, no download) and see the same prompts with the same
+Five engines start from the same tiny model (random init, no download) and see the same prompts with the same
 per-step seeds; before every step each engine is put back to the starting weights, so every arm generates the same
 rollouts, and the arms alternate step by step so machine noise hits them alike. Reported: the median step time of
 each arm, its ratio to GRPO (targets: VGPO <= 1.10x, one extra forward (VPPO; PAPO's forward carries gradient)
-<= 1.6x), the old-log-prob and update phases, and the memory a step needs, measured in a fresh process per arm
+<= 1.6x; SRPO's two no-gradient forwards have none), the old-log-prob and update phases, and the memory a step needs, measured in a fresh process per arm
 (the peak resident memory during one step above the memory held before it, Linux only), and what each arm adds to
 GRPO's. ``perception.log_sources`` is off here: its one
 no-gradient pass per source is an option, not part of a method's cost.
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("none", "vgpo", "vppo", "papo")
+METHODS = ("none", "vgpo", "vppo", "papo", "srpo")
 
 
 def build(work: Path):

@@ -10,7 +10,7 @@ examples:
   mars train                                          the embedded default
   mars train preset=dapo trainer.experiment_name=dapo DAPO+MARS, in its own run directory
   mars train perception=vgpo trainer.experiment_name=vgpo
-                                                      + a perception-aware method: vgpo, vppo, papo (docs/methods.md)
+                                                      + a perception-aware method: vgpo, vppo, papo, srpo (docs/methods.md)
   mars train trainer.total_training_steps=20          continue the default run to 20 steps
   mars train --config-name embedded                   the same scenes, warmed up on every fused prompt (no interference)
   mars train --config-name embedded_grounding         the embedded person-grounding task (boxes)

@@ -44,6 +44,8 @@ HOSTILE_OUTPUTS = {
     "digits without end": "<answer>[" + "1" * 1_000_000 + "</answer>",
     "regex fallback at scale": "<answer>" + '{"bbox_2d": [1, 2, 3, 4]} ,' * 40_000 + "</answer>",
     "whitespace bombs": "<answer>[" + " " * 500_000 + "1," + " " * 500_000 + "</answer>",
+    "100k-character perception block": "<perception>" + "p" * 100_000 + "</perception><think>t</think><answer>B</answer>",
+    "many unclosed perception tags": "<perception><answer>B</answer>" * 50_000,
     "none": None,
     "int": 12345,
     "bytes": b"<answer>[[100, 100, 200, 300]]</answer>",
@@ -114,3 +116,10 @@ def test_unexpected_exception_becomes_error_entry(monkeypatch, caplog):
     second = grounding_score("<answer>[]</answer>", [])
     assert first == second == {"score": 0.0, "format": 0.0, "iou": 0.0, "coord_error": 0.0, "error": 1.0}
     assert sum("raised" in record.getMessage() for record in caplog.records) == 1
+
+
+def test_srpos_format_is_read_and_an_answer_in_the_perception_block_is_not_the_answer():
+    perceived = "<perception>The infrared image shows: B</perception><think>so B</think><answer>B</answer>"
+    assert vqa_score(perceived, "B")["score"] == vqa_score("<think>so B</think><answer>B</answer>", "B")["score"]
+    drafted = "<perception><answer>B</answer></perception><think>t</think>"
+    assert vqa_score(drafted, "B")["score"] < vqa_score(perceived, "B")["score"]

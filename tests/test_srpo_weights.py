@@ -12,6 +12,7 @@ from mars.perception.srpo import (
     PERCEPTION,
     REASONING,
     role_spans,
+    roles_of_pieces,
     srpo_weights,
     srpo_weights_reference,
     token_roles,
@@ -91,3 +92,36 @@ def test_a_perception_block_of_100k_characters_is_read():
     text = "<perception>" + "<" * 100_000 + "</perception><think>" + "x" * 100_000 + "</think>"
     spans = role_spans(text)
     assert spans is not None and spans[0][1] - spans[0][0] == 100_000 and spans[1][1] - spans[1][0] == 100_000
+
+
+def test_roles_of_tokens_from_their_own_texts():
+    """Tokens whose text lies inside a block take its role; a token that straddles a tag, and the tags, take none."""
+    pieces = ["<perception>", "A ", "person", "</perception>", "<think>", "so", " yes</", "think>", "<answer>", "Yes",
+              "</answer>"]
+    assert roles_of_pieces(pieces) == [OTHER, PERCEPTION, PERCEPTION, OTHER, OTHER, REASONING, OTHER, OTHER, OTHER,
+                                       OTHER, OTHER]
+    assert roles_of_pieces(["<think>", "x", "</think>"]) == [OTHER] * 3  # the old format: no roles
+    assert roles_of_pieces([]) == []
+
+
+def test_srpo_token_weights_from_the_engines_signals():
+    """``perception=srpo`` in the step's weights: scores are log-prob differences from the old log-probs; signals
+    that do not move (a policy that ignores the picture and its own perception text) give weight 1 exactly."""
+    from mars.perception.methods import PerceptionSettings, token_weights
+
+    settings = PerceptionSettings(name="srpo")
+    old = torch.tensor([[-1.0, -2.0, -0.5, -3.0], [-1.0, -1.0, -1.0, 0.0]])
+    roles = torch.tensor([[PERCEPTION, PERCEPTION, REASONING, OTHER], [OTHER, REASONING, REASONING, OTHER]])
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]], dtype=torch.float32)
+    flat = {"roles": roles, "log_probs/patches": old.clone(), "log_probs/no_image": old.clone()}
+    weights, metrics = token_weights(settings, flat, mask, ["g", "g"], old)
+    assert torch.equal(weights, torch.ones_like(weights))
+    moved = {"roles": roles, "log_probs/patches": old - torch.tensor([[2.0, 0.0, 0.0, 0.0]] * 2),
+             "log_probs/no_image": old + torch.tensor([[0.0, 0.0, 1.0, 0.0]] * 2)}
+    weights, metrics = token_weights(settings, moved, mask, ["g", "g"], old)
+    expected = srpo_weights(torch.tensor([[2.0, 0.0, 0.0, 0.0]] * 2), torch.tensor([[0.0, 0.0, 1.0, 0.0]] * 2), roles, mask)
+    assert torch.allclose(weights, expected.float())
+    assert weights[0, 0] > weights[0, 1]  # the token the picture decided carries more of the reward
+    assert (weights * mask).sum(-1).div(mask.sum(-1)).allclose(torch.ones(2))
+    assert metrics["perception/role_share/perception"] == pytest.approx(2 / 7)
+    assert metrics["perception/with_roles_share"] == 1.0

@@ -218,12 +218,17 @@ class PerceptionEngine(FakeEngine):
         for view in request.views:
             signals[f"kl/{view.name}"] = torch.tensor(
                 [self.signal(g, i, view.name) for g, i in zip(rows.group_ids, rows.payload.ids)])
+            signals[f"log_probs/{view.name}"] = -torch.tensor(
+                [self.signal(g, i, "lp" + view.name) for g, i in zip(rows.group_ids, rows.payload.ids)])
+        if request.roles:  # a perception token, a reasoning token, a tag
+            signals["roles"] = torch.tensor([[1, 2, 0]] * len(rows))
         return self.compute_log_probs(rows), signals
 
 
-@pytest.mark.parametrize("method", ["vgpo", "vppo"])
+@pytest.mark.parametrize("method", ["vgpo", "vppo", "srpo"])
 def test_token_weights_stay_with_their_rows_through_dapos_filter(method):
     from mars.perception import vgpo_weights
+    from mars.perception.srpo import srpo_weights
     from mars.perception.vppo import vppo_weights
 
     def reward(i, src, gid):
@@ -239,10 +244,16 @@ def test_token_weights_stay_with_their_rows_through_dapos_filter(method):
     if method == "vgpo":
         signal = torch.tensor([PerceptionEngine.signal(g, i) for g, i in zip(rows.group_ids, rows.payload.ids)])
         expected = vgpo_weights(signal, mask, rows.group_ids)
-    else:
+    elif method == "vppo":
         signal = torch.tensor([PerceptionEngine.signal(g, i, "patches")
                                for g, i in zip(rows.group_ids, rows.payload.ids)])
         expected = vppo_weights(signal, mask, rows.group_ids, 0.4, 0.9, 1.1)
+    else:
+        old = weighted.compute_log_probs(rows)
+        masked, blind = (-torch.tensor([PerceptionEngine.signal(g, i, "lp" + view)
+                                        for g, i in zip(rows.group_ids, rows.payload.ids)])
+                         for view in ("patches", "no_image"))
+        expected = srpo_weights(old - masked, blind - old, torch.tensor([[1, 2, 0]] * len(rows)), mask)
     assert not torch.allclose(expected, torch.ones_like(expected))
     assert torch.allclose(weighted.updates[0].advantages, base.updates[0].advantages * expected)
     assert weighted.updates[0].perception_loss is None

@@ -7,7 +7,7 @@
     dapo, dapo_mars, dapo_nk    the same three with ``preset=dapo``
 
 Known beside the six, run when named: the perception-aware methods (docs/methods.md), each with GRPO and with
-GRPO+MARS: ``grpo_vgpo``, ``grpo_papo``, ``grpo_vppo``, ``grpo_mars_vgpo``, ``grpo_mars_papo``, ``grpo_mars_vppo``.
+GRPO+MARS: ``grpo_vgpo``, ``grpo_papo``, ``grpo_vppo``, ``grpo_srpo``, and ``grpo_mars_`` + each.
 
 n is the config's ``actor_rollout_ref.rollout.n`` (after the overrides for every arm); K is the number of anchors
 a training prompt gets (sources selected by ``mars.anchor_sources`` x ``mars.anchor.n``), read from the data.
@@ -34,7 +34,7 @@ DEFAULT_ARMS: dict[str, list[str]] = {
 }
 PERCEPTION_ARMS: dict[str, list[str]] = {
     f"grpo{mars}_{method}": [f"{ESTIMATOR}={'mars' if mars else 'grpo'}", f"perception={method}"]
-    for mars in ("", "_mars") for method in ("vgpo", "papo", "vppo")
+    for mars in ("", "_mars") for method in ("vgpo", "papo", "vppo", "srpo")
 }
 KNOWN_ARMS = {**DEFAULT_ARMS, **PERCEPTION_ARMS}
 LABELS = {"grpo": "GRPO n={n}", "grpo_mars": "GRPO+MARS n={n} K={k}", "grpo_nk": "GRPO n+K={n_plus_k}",

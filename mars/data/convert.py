@@ -360,8 +360,9 @@ def parquet_to_reference_json(
 # ----------------------------------------------------------------------------- parquet -> LLaMA-Factory SFT
 
 
-def sft_assistant_text(row: dict[str, Any], label: str = "person") -> str:
-    """A target answer ``<think>...</think><answer>...</answer>`` built from the ground truth.
+def sft_assistant_text(row: dict[str, Any], label: str = "person", perception_block: bool = False) -> str:
+    """A target answer ``<think>...</think><answer>...</answer>`` built from the ground truth; with
+    ``perception_block``, SRPO's format: ``<perception>...</perception>`` first, what the decisive images show.
 
     The thinking names the sources that carry the answer when the row records them (synthetic data), which
     is the habit MARS rewards: read the decisive source, not the fused noise.
@@ -381,12 +382,15 @@ def sft_assistant_text(row: dict[str, Any], label: str = "person") -> str:
         count = len(value)
         noun = label if count == 1 else _PLURALS.get(label, f"{label}s")
         think = f"I compare the images; {where} {verb} the {noun} most clearly. I find {count} {noun}."
+        seen = f"{where} {verb} {count} {noun}"
         boxes = json.dumps([{"bbox_2d": box, "label": label} for box in value], ensure_ascii=False)
         answer = f"```json\n{boxes}\n```"
     else:
         think = f"I compare the images; {where} {verb} what the question asks. The answer is {value}."
+        seen = f"{where} {verb}: {value}"
         answer = value
-    return f"<think>{think}</think><answer>{answer}</answer>"
+    perception = f"<perception>{seen[0].upper()}{seen[1:]}.</perception>" if perception_block else ""
+    return f"{perception}<think>{think}</think><answer>{answer}</answer>"
 
 
 def row_to_sft_example(row: dict[str, Any], label: str = "person") -> dict[str, Any]:

@@ -45,13 +45,15 @@ def generated_text(content: Any) -> str:
 
 def prediction_text(generated: str) -> str:
     """The answer the evaluation scores: the sole ``<answer>`` block (``parsing.sole_answer``, the reward's
-    rule); with no answer block at all, the whole text minus any ``<think>`` blocks; with several answer
-    blocks, or one inside ``<think>``, nothing (unparsed)."""
+    rule); with no answer block at all, the whole text minus any ``<think>`` and ``<perception>`` blocks; with
+    several answer blocks, or one inside ``<think>``, nothing (unparsed)."""
     text = parsing.as_text(generated)
     answer = parsing.sole_answer(text)
     if answer is not None:
         return answer
-    return "" if parsing.tag_blocks(text, "answer") else parsing.strip_think_blocks(text)
+    if parsing.tag_blocks(text, "answer"):
+        return ""
+    return parsing.strip_think_blocks(parsing.strip_blocks(text, "perception"))
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ the FSDP module), so the numbers are computed by one piece of code. For the rows
                       state over the prompt's image tokens (all images pooled)
     each view         the same sequences with the images altered (``mars.perception.views``): the sampled tokens'
                       log-probs ``log_probs/<view>``, the full-vocabulary KL(real || altered) per token ``kl/<view>``
+
+and, without a forward, SRPO's role of each response token (``response_roles``), from its text.
 """
 
 from __future__ import annotations
@@ -49,6 +51,19 @@ def altered_prompts(prompts: Sequence[PromptInputs], sources: Sequence[Sequence[
         pixels = alter_pixel_values(prompt.pixel_values, prompt.image_grid_thw, names, view, black_row, merge,
                                     view_seed(seed, step, str(group)), side)
         out.append(replace(prompt, pixel_values=pixels))
+    return out
+
+
+def response_roles(responses: Sequence[torch.Tensor], tokenizer, width: int) -> torch.Tensor:
+    """(B, width) SRPO's role of each response token (``mars.perception.srpo``: 0 none, 1 perception, 2 reasoning),
+    from each token's own text (one decode per token, so a token's span is exact whatever the tokenizer merges)."""
+    from mars.perception.srpo import roles_of_pieces
+
+    out = torch.zeros(len(responses), width, dtype=torch.long)
+    for i, ids in enumerate(responses):
+        ids = [int(t) for t in ids.tolist()][:width]
+        roles = roles_of_pieces(tokenizer.batch_decode([[t] for t in ids])) if ids else []
+        out[i, : len(roles)] = torch.tensor(roles, dtype=torch.long)
     return out
 
 

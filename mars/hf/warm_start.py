@@ -6,7 +6,8 @@ RL starts from a policy whose answers parse (the reference starts RL from a CoT-
 shows every training prompt fused; ``mars.sft_warmup.stages`` can instead show some prompts through one source
 (the interference setting: ``mars/config/embedded_interference.yaml``). The warm start depends
 only on the model, the training prompts and their target answers, the warm-start settings, the seed and the device,
-never on the experiment's name or its RL settings, so it is built once under ``mars.sft_warmup.cache_dir/<key>/``
+never on the experiment's name or its RL settings (but for ``perception=srpo``, whose targets open with a
+perception block: its roles come from the output's format), so it is built once under ``mars.sft_warmup.cache_dir/<key>/``
 and reused by every experiment on the same model and data (a DAPO run after a GRPO run, a new variant mode, ...).
 Both engines call it; it trains in this process with transformers (CPU or one GPU), the same loss as the local
 engine's log-probs: cross-entropy on the target answer tokens, prompt tokens masked.
@@ -38,12 +39,13 @@ DONE = "warm_start.json"  # written last inside the temporary folder: a cache en
 HASH_WHOLE_FILES_UP_TO = 64 << 20  # bigger files (real weights) are identified by name, size and mtime
 
 
-def sft_target(sample: PromptSample) -> str:
+def sft_target(sample: PromptSample, perception_block: bool = False) -> str:
+    """The target answer of a prompt; ``perception_block``: SRPO's format (a perception block first)."""
     from mars.data.convert import sft_assistant_text
 
     row = {"reward_model": {"ground_truth": sample.ground_truth}, "extra_info": sample.extra_info,
            "ability": sample.extra_info.get("reward")}
-    return sft_assistant_text(row)
+    return sft_assistant_text(row, perception_block=perception_block)
 
 
 def _path_identity(path: str) -> Any:
@@ -99,12 +101,14 @@ def warm_start_stages(cfg: Any, samples: Sequence[PromptSample]) -> list[Stage]:
     sources hold the answer. The targets are always the true answers: a stage changes what the model is shown,
     never what it is told."""
     from mars.anchors import build_mono_source_variants
+    from mars.perception.methods import perception_settings
     from mars.training.settings import AnchorSettings
 
     sft = cfg.mars.sft_warmup
     specs = sft.get("stages") or [{"view": "fused"}]
     steps = stage_steps(int(sft.steps), [float(spec.get("weight", 1.0)) for spec in specs])
     mode = AnchorSettings.from_config(cfg).variant_mode
+    perception_block = perception_settings(cfg).name == "srpo"  # SRPO's roles come from the output's format
     stages = []
     for spec, n in zip(specs, steps):
         view, chosen = str(spec["view"]), []
@@ -123,7 +127,7 @@ def warm_start_stages(cfg: Any, samples: Sequence[PromptSample]) -> list[Stage]:
             raise ValueError(f"mars.sft_warmup.stages: no training prompt for the stage that shows {view} "
                              f"(answerable_only={spec.get('answerable_only', False)}): more training data, or "
                              "another stage")
-        stages.append(Stage(view, n, chosen, [sft_target(s) for s in chosen]))
+        stages.append(Stage(view, n, chosen, [sft_target(s, perception_block) for s in chosen]))
     return stages
 
 

@@ -4,6 +4,8 @@
     vgpo   token weights from the hidden-state similarity of the old-log-prob pass (``vgpo.py``)
     vppo   token gate and trajectory scale from the per-token KL under masked images (``vppo.py``)
     papo   a perception-KL and double-entropy term in the policy loss, on masked images (``papo.py``)
+    srpo   role-aware token weights: perception tokens by their visual dependency (masked images), reasoning
+           tokens by their consistency with the response's own perception text without the picture (``srpo.py``)
 
 Every method composes with any estimator: the weights multiply the estimator's advantages (A_{i,t} = A_i * w_{i,t})
 after DAPO's filtering, computed on the kept rows, so they stay aligned with their rows by construction. Anchors
@@ -22,12 +24,14 @@ from typing import Any, Sequence
 import torch
 
 from mars.data.samples import run_seed
+from mars.perception.srpo import PERCEPTION, REASONING, srpo_weights
 from mars.perception.views import AlteredView
 from mars.perception.vgpo import ALPHA_CLAMP, PSI_CLAMP, vgpo_terms
 from mars.perception.vppo import vppo_weights
 
-PERCEPTION_METHODS = ("none", "vgpo", "papo", "vppo")
+PERCEPTION_METHODS = ("none", "vgpo", "papo", "vppo", "srpo")
 PERCEPTION_VIEWS = ("patches", "drop_source")
+NO_IMAGE = AlteredView("no_image", "no_image")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class PerceptionSettings:
     token_share: float = 0.4  # vppo
     scale_min: float = 0.9
     scale_max: float = 1.1
+    clip: float = 5.0  # srpo: |s_t - b_i| clipped before exp
     seed: int = 0
 
     @property
@@ -55,8 +60,8 @@ class PerceptionSettings:
         return self.name != "none" or self.log_sources
 
     def method_view(self) -> AlteredView | None:
-        """The altered view papo and vppo compare against; None for the others."""
-        if self.name not in ("papo", "vppo"):
+        """The altered view papo, vppo and srpo (its corrupted image) compare against; None for the others."""
+        if self.name not in ("papo", "vppo", "srpo"):
             return None
         if self.view == "drop_source":
             return AlteredView(f"drop_{self.source}", "blank", source=str(self.source))
@@ -96,6 +101,8 @@ def perception_problems(settings: PerceptionSettings) -> list[str]:
             problems.append(f"perception.{key}={value}: valid: [{low}, {high if high is not None else 'inf'}]")
     if not 0.0 < float(settings.token_share) <= 1.0:
         problems.append(f"perception.token_share={settings.token_share}: valid: a number in (0, 1]")
+    if not float(settings.clip) > 0.0:
+        problems.append(f"perception.clip={settings.clip}: valid: a number > 0")
     if not 0.0 <= float(settings.scale_min) <= float(settings.scale_max):
         problems.append(f"perception.scale_min={settings.scale_min}, scale_max={settings.scale_max}: "
                         "valid: 0 <= scale_min <= scale_max")
@@ -111,8 +118,10 @@ def signal_views(settings: PerceptionSettings, sources: Sequence[str]) -> list[A
     """The altered views the no-gradient perception pass computes for this method (papo's own view is in the
     update, with gradient), each once."""
     views = []
-    if settings.name == "vppo":
+    if settings.name in ("vppo", "srpo"):
         views.append(settings.method_view())
+    if settings.name == "srpo":  # the reasoning score: the response's own perception text, no picture
+        views.append(NO_IMAGE)
     if settings.log_sources:
         views += source_views(sources)
     return list({view.name: view for view in views}.values())
@@ -124,8 +133,10 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
 
 
 def token_weights(settings: PerceptionSettings, signals: dict[str, torch.Tensor], mask: torch.Tensor,
-                  group_ids: Sequence) -> tuple[torch.Tensor | None, dict[str, float]]:
-    """(B, T) weights for the advantages (None: the method leaves them alone) and the method's metrics."""
+                  group_ids: Sequence, log_probs: torch.Tensor | None = None
+                  ) -> tuple[torch.Tensor | None, dict[str, float]]:
+    """(B, T) weights for the advantages (None: the method leaves them alone) and the method's metrics.
+    ``log_probs``: the old log-probs of the sampled tokens (SRPO's scores are differences from them)."""
     metrics: dict[str, float] = {}
     if settings.name == "vgpo":
         alpha, psi = vgpo_terms(signals["similarity"], mask, group_ids, settings.beta, settings.gamma, settings.kappa)
@@ -144,6 +155,21 @@ def token_weights(settings: PerceptionSettings, signals: dict[str, torch.Tensor]
         metrics["perception/dependency/mean"] = masked_mean(dependency, mask)
         metrics["perception/token_weight/mean"] = masked_mean(weights, mask)
         metrics["perception/token_weight/gated_share"] = masked_mean((weights == 0).double(), mask)
+        return weights, metrics
+    if settings.name == "srpo":
+        roles = signals["roles"]
+        perception = log_probs - signals[f"log_probs/{settings.method_view().name}"]
+        reasoning = signals[f"log_probs/{NO_IMAGE.name}"] - log_probs
+        weights = srpo_weights(perception, reasoning, roles, mask, settings.clip).float()
+        on_p, on_r = mask.bool() & (roles == PERCEPTION), mask.bool() & (roles == REASONING)
+        metrics["perception/token_weight/mean"] = masked_mean(weights, mask)
+        metrics["perception/role_share/perception"] = masked_mean(on_p.double(), mask)
+        metrics["perception/role_share/reasoning"] = masked_mean(on_r.double(), mask)
+        metrics["perception/score/perception"] = masked_mean(perception, on_p)
+        metrics["perception/score/reasoning"] = masked_mean(reasoning, on_r)
+        metrics["perception/token_weight/perception"] = masked_mean(weights, on_p)
+        metrics["perception/token_weight/reasoning"] = masked_mean(weights, on_r)
+        metrics["perception/with_roles_share"] = float((on_p | on_r).any(dim=-1).double().mean())
         return weights, metrics
     return None, metrics
 

@@ -74,6 +74,16 @@ def token_roles(offsets: Sequence[tuple[int, int]], spans: tuple[tuple[int, int]
     return roles
 
 
+def roles_of_pieces(pieces: Sequence[str]) -> list[int]:
+    """The role of each response token from the text of each token (``pieces``, in order): the tokens' texts laid
+    end to end give every token its character span; the tags are found in that text. Linear in its length."""
+    offsets, position = [], 0
+    for piece in pieces:
+        offsets.append((position, position + len(piece)))
+        position += len(piece)
+    return token_roles(offsets, role_spans("".join(pieces)))
+
+
 def srpo_weights(perception_score: torch.Tensor, reasoning_score: torch.Tensor, roles: torch.Tensor,
                  response_mask: torch.Tensor, clip: float = 5.0) -> torch.Tensor:
     """(B, T) weights ``w_t`` (module docstring); 1 outside the mask. ``roles`` (B, T): OTHER, PERCEPTION or
@@ -114,5 +124,5 @@ def srpo_weights_reference(perception_score, reasoning_score, roles, response_ma
     return torch.tensor(out, dtype=perception_score.dtype)
 
 
-__all__ = ["OTHER", "PERCEPTION", "REASONING", "block_span", "role_spans", "srpo_weights", "srpo_weights_reference",
-           "token_roles"]
+__all__ = ["OTHER", "PERCEPTION", "REASONING", "block_span", "role_spans", "roles_of_pieces", "srpo_weights",
+           "srpo_weights_reference", "token_roles"]

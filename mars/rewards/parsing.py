@@ -106,25 +106,32 @@ def sole_answer(text: str) -> Optional[str]:
     """The answer of a model output: the content of its only ``<answer>`` block, or None.
 
     None when there is no answer block, several of them, or the only one lies inside a ``<think>`` block (an
-    answer drafted in the reasoning is not the answer). ``<think>`` blocks inside the answer are left out.
+    answer drafted in the reasoning is not the answer) or a ``<perception>`` block (SRPO's format: what the model
+    saw is not its answer either). ``<think>`` blocks inside the answer are left out.
     """
     if len(tag_blocks(text, "answer")) != 1:
         return None
-    outside = tag_blocks(strip_think_blocks(text), "answer")
+    outside = tag_blocks(strip_think_blocks(strip_blocks(text, "perception")), "answer")
     return outside[0] if len(outside) == 1 else None
 
 
-def strip_think_blocks(text: str) -> str:
-    """The text with every closed ``<think>...</think>`` block removed (reasoning is not the answer)."""
+def strip_blocks(text: str, tag: str) -> str:
+    """The text with every closed ``<tag>...</tag>`` block removed. Linear in the text's length."""
+    opening, closing = f"<{tag}>", f"</{tag}>"
     pieces, position = [], 0
     while True:
-        start = text.find("<think>", position)
-        end = text.find("</think>", start + len("<think>")) if start >= 0 else -1
+        start = text.find(opening, position)
+        end = text.find(closing, start + len(opening)) if start >= 0 else -1
         if start < 0 or end < 0:
             pieces.append(text[position:])
             return "".join(pieces)
         pieces.append(text[position:start])
-        position = end + len("</think>")
+        position = end + len(closing)
+
+
+def strip_think_blocks(text: str) -> str:
+    """The text with every closed ``<think>...</think>`` block removed (reasoning is not the answer)."""
+    return strip_blocks(text, "think")
 
 
 def fenced_blocks(text: str, opening: str = JSON_FENCE_OPEN) -> list[str]:

@@ -120,6 +120,7 @@ class PerceptionRequest:
 
     views: tuple[AlteredView, ...] = ()
     similarity: bool = False
+    roles: bool = False  # SRPO: each response token's role (perception, reasoning, none) from the output's format
     seed: int = 0
     step: int = 0
 

@@ -182,7 +182,8 @@ def train_step(
         with timer.phase("adv"):
             advantages = compute_advantages(responses, anchors, mask, settings)
             if perception.active:
-                weights, perception_metrics = token_weights(perception, signals, mask, responses.group_ids)
+                weights, perception_metrics = token_weights(perception, signals, mask, responses.group_ids,
+                                                            old_log_probs)
                 if weights is not None:
                     advantages = advantages * weights
                 metrics.update(perception_metrics)
@@ -214,7 +215,7 @@ def perception_request(rows: RolloutBatch, step: int, settings: StepSettings) ->
     perception = settings.perception
     return PerceptionRequest(
         views=tuple(signal_views(perception, all_sources(rows))), similarity=perception.name == "vgpo",
-        seed=perception.seed, step=step,
+        roles=perception.name == "srpo", seed=perception.seed, step=step,
     )
 
 

@@ -22,7 +22,7 @@ from mars.hf.decoding import Decoder, eos_token_ids, vision_token_ids
 from mars.hf.device import autocast_for, resolve_device, set_cpu_threads
 from mars.hf.log_probs import response_log_probs
 from mars.hf.lora import wrap_lora
-from mars.hf.perception import altered_prompts, image_geometry, perception_signals
+from mars.hf.perception import altered_prompts, image_geometry, perception_signals, response_roles
 from mars.perception.papo import papo_loss_terms
 from mars.processing import ImageCache, MultimodalEncoder, PromptInputs
 from mars.training.interface import PerceptionLoss, PerceptionRequest, PolicyBatch, RolloutBatch, RolloutRequest
@@ -183,6 +183,8 @@ class LocalEngine:
             )
         finally:
             self.model.train()
+        if request.roles:
+            signals["roles"] = response_roles(rows.payload.responses, self.tokenizer, width)
         return signals.pop("log_probs"), signals
 
     def _perception_loss(self, papo: PerceptionLoss, rows: RolloutBatch, masked: list[PromptInputs], idx, width,

@@ -222,15 +222,18 @@ class VerlEngine:
     def compute_log_probs_with_signals(self, rows: RolloutBatch, request: PerceptionRequest):
         """verl's old log-probs, then the perception pass on the actor workers (``mars.engines.verl.perception``)."""
         from mars.engines.verl.perception import gather_results, rows_as_prompt_inputs, split_job
-        from mars.hf.perception import image_geometry
+        from mars.hf.perception import image_geometry, response_roles
 
         log_probs = self.compute_log_probs(rows, "actor")
-        if not request.views and not request.similarity:
-            return log_probs, {}
-        if self._geometry is None:
-            self._geometry = image_geometry(self.trainer.processor.image_processor)
         data = rows.payload.data
         prompts, responses, positions = rows_as_prompt_inputs(data, int(self.trainer.processor.image_token_id))
+        roles = {}
+        if request.roles:
+            roles["roles"] = response_roles(responses, self.trainer.tokenizer, int(data.batch["response_mask"].shape[1]))
+        if not request.views and not request.similarity:
+            return log_probs, roles
+        if self._geometry is None:
+            self._geometry = image_geometry(self.trainer.processor.image_processor)
         rollout = self.config.actor_rollout_ref.rollout
         job = {
             "prompts": prompts, "responses": responses, "sources": rows.row_sources(),
@@ -244,7 +247,7 @@ class VerlEngine:
         self._sleep_rollout()
         signals = gather_results(self.trainer.actor_rollout_wg.compute_perception_signals(jobs), n)
         signals.pop("log_probs", None)
-        return log_probs, signals
+        return log_probs, {**signals, **roles}
 
     # ------------------------------------------------------------------------------------------ update
 
