@@ -161,7 +161,9 @@ def kept_line(cfg) -> str:
     folder = Path(str(cfg.trainer.default_local_dir))
     try:
         checkpoint = find_checkpoint(folder)[0]
-    except (CheckpointError, OSError):
+    except CheckpointError:
+        return f"{folder} has checkpoints, but none verifies; the same command says why and what to do."
+    except OSError:
         checkpoint = None
     if checkpoint is None:
         return f"No checkpoint was saved yet in {folder}; the same command starts the run again."

@@ -123,6 +123,21 @@ def test_a_verl_save_that_never_finished_is_passed_over(tmp_path):
     assert found == tmp_path / "global_step_2" and "resumed without verifying it" in notes[0]
 
 
+def test_a_verl_checkpoint_whose_shards_verl_removed_is_named_for_what_it_is(tmp_path):
+    """verl's max_actor_ckpt_to_keep deletes the actor/ shards of older checkpoints and keeps their data.pt: such a
+    folder is passed over in verl's words, not the local engine's ("engine_state.pt missing")."""
+    import shutil
+
+    first, second = verl_checkpoint(tmp_path, 1), verl_checkpoint(tmp_path, 2)
+    shutil.rmtree(first / "actor")
+    (tmp_path / POINTER).write_text("1")
+    found, notes = prepare_resume(tmp_path)
+    assert found == second
+    assert any("global_step_1 cannot be resumed from: no actor/ shards" in n and "max_actor_ckpt_to_keep" in n
+               for n in notes), notes
+    assert not any("engine_state" in n for n in notes)
+
+
 def test_a_checkpoint_of_an_older_mars_without_manifest_is_resumed_with_a_note(tmp_path):
     _, second = two_checkpoints(tmp_path)
     (second / MANIFEST).unlink()
@@ -352,3 +367,19 @@ def test_a_full_disk_ends_in_one_line_and_keeps_the_last_checkpoint(tiny_model_d
     assert find_checkpoint(run) == (run / "global_step_2", [])  # the last checkpoint is intact and verifies
     assert not any(p.name.startswith((".global_step_", ".huggingface")) for p in run.iterdir())
     assert not (run / "huggingface").exists()
+
+
+def test_the_line_after_ctrl_c_names_the_kept_checkpoint_or_says_none_verifies(tmp_path):
+    """``kept_line``: no checkpoint, a good one, and checkpoints of which none verifies (not "none was saved")."""
+    from omegaconf import OmegaConf
+
+    from mars.train_cli import kept_line
+    from mars.training.checkpoint import save_checkpoint
+
+    cfg = OmegaConf.create({"trainer": {"default_local_dir": str(tmp_path)}})
+    assert kept_line(cfg).startswith("No checkpoint was saved yet")
+    save_checkpoint(tmp_path, 1, {"w": torch.zeros(4)}, {"step": 1})
+    assert kept_line(cfg).startswith(f"Kept: {tmp_path / 'global_step_1'}")
+    shard = next(p for p in (tmp_path / "global_step_1").iterdir() if p.name.endswith(".pt"))
+    shard.write_bytes(b"damaged" + shard.read_bytes()[7:])
+    assert kept_line(cfg) == f"{tmp_path} has checkpoints, but none verifies; the same command says why and what to do."

@@ -47,9 +47,12 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+VERL_DATALOADER = "data.pt"  # verl's trainer saves its dataloader's state in every checkpoint folder
+
+
 def is_verl_checkpoint(folder: Path) -> bool:
-    """verl's layout (``actor/`` shards) rather than the local engine's two files."""
-    return (folder / "actor").is_dir()
+    """verl's layout (``actor/`` shards, ``data.pt``) rather than the local engine's two files."""
+    return (folder / "actor").is_dir() or (folder / VERL_DATALOADER).is_file()
 
 
 def write_manifest(folder: str | Path) -> None:
@@ -76,6 +79,9 @@ def verify_checkpoint(folder: Path, manifests_expected: bool = False) -> str | N
     Without a manifest, a verl checkpoint is accepted unless ``manifests_expected`` (its neighbours have one: this
     one's save never finished); a local one when its two files are readable (both: written by an older MARS)."""
     if is_verl_checkpoint(folder):
+        if not (folder / "actor").is_dir():
+            return ("no actor/ shards (verl removes them from the checkpoints older than "
+                    "trainer.max_actor_ckpt_to_keep allows, and keeps data.pt)")
         if not (folder / MANIFEST).is_file():
             return "no manifest.json: its save did not finish" if manifests_expected else None
         return verify_against_manifest(folder)

@@ -100,7 +100,7 @@ def check_perception(cfg: Any, processor: Any) -> None:
     settings = perception_settings(cfg)
     if settings.name == "none" and not settings.log_sources:
         return
-    if settings.view == "drop_source" and settings.name in ("papo", "vppo"):
+    if settings.view == "drop_source" and settings.method_view() is not None:
         names = data_source_names(cfg.data.train_files)
         if settings.source not in names:
             raise SettingsError([f"perception.source={settings.source}: the training data has no such source; "
