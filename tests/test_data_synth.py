@@ -262,3 +262,21 @@ def test_ir_presence_infrared_answers_and_visible_cannot_in_the_hard_samples():
         scenarios.append(sample.scenario)
     assert 0.3 <= answers.count("Yes") / PREMISE_SAMPLES <= 0.7
     assert {"dark", "cluttered", "clear"} <= set(scenarios)
+
+
+@pytest.mark.parametrize("task", ["ir_presence", "ir_grounding"])
+def test_the_person_boxes_are_written_as_regions(task, datasets):
+    """``extra_info.regions``: the boxes of the people the question is about (Faithful-MR1's anchoring reads them);
+    the other tasks have none."""
+    frame = pd.read_parquet(datasets / "out" / task / "train.parquet")
+    options = make_options(TASKS[task])
+    with_people = 0
+    for _, row in frame.iterrows():
+        extra = row["extra_info"]
+        sample = generate_sample(task, 0, int(extra["index"]), options)
+        boxes = sample.meta.get("boxes", sample.answer)
+        assert [list(map(float, box)) for box in extra["regions"]] == [list(map(float, box)) for box in boxes]
+        with_people += bool(len(extra["regions"]))
+    assert with_people > 0
+    other = pd.read_parquet(datasets / "out" / "depth_vqa" / "train.parquet")
+    assert all(len(extra["regions"]) == 0 for extra in other["extra_info"])

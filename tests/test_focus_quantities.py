@@ -7,10 +7,14 @@ import torch
 from mars.perception.focus import anchoring_loss, box_token_mask, causal_map, faithful_reward, focus_in_box
 
 
-def test_tokens_inside_a_box_are_those_whose_patch_block_centre_is_in_it():
+def test_tokens_inside_a_box_are_those_whose_patch_block_overlaps_it():
     # a 112 x 56 image as 8 x 4 patches of 14 px, merged 2 x 2: 4 columns x 2 rows of tokens, 28 px each
     mask = box_token_mask([[0, 0, 50, 20]], (112, 56), (1, 4, 8), merge=2)
-    assert mask.view(2, 4).tolist() == [[True, True, False, False], [False, False, False, False]]  # centres 14, 42
+    assert mask.view(2, 4).tolist() == [[True, True, False, False], [False, False, False, False]]
+    small = box_token_mask([[30, 5, 40, 15]], (112, 56), (1, 4, 8), merge=2)  # smaller than a token, off centre
+    assert small.view(2, 4).tolist() == [[False, True, False, False], [False, False, False, False]]
+    edge = box_token_mask([[0, 0, 28, 28]], (112, 56), (1, 4, 8), merge=2)  # touching a block is not overlapping
+    assert edge.view(2, 4).tolist() == [[True, False, False, False], [False, False, False, False]]
     both = box_token_mask([[0, 0, 50, 20], [60, 30, 112, 56]], (112, 56), (1, 4, 8), merge=2)
     assert both.view(2, 4).tolist() == [[True, True, False, False], [False, False, True, True]]
     assert box_token_mask([[50, 20, 0, 0]], (112, 56), (1, 4, 8)).equal(mask)  # corners in either order

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Optional, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -55,6 +55,8 @@ EXTRA_INFO_TYPE = pa.struct(
         ("scenario", pa.string()),  # task-specific condition of the sample ("dark", "size_misleading", ...)
         ("prompt_suffix", pa.string()),  # exact text appended to the question ("" = none)
         ("reference_extra_info", pa.string()),  # JSON of the reference item's extra_info ("" = it had none)
+        ("regions", pa.list_(pa.list_(pa.float64()))),  # [[x1, y1, x2, y2], ...] in image pixels where the
+        # objects the question is about are, in every image of the row ([] = not known); Faithful-MR1's anchoring
     ]
 )
 ROW_SCHEMA = pa.schema(
@@ -87,6 +89,7 @@ def make_row(
     prompt_suffix: str = " " + FORMAT_INSTRUCTION,
     reference_extra_info: str = "",
     question_has_placeholders: bool = False,
+    regions: Iterable[Sequence[float]] = (),
 ) -> dict[str, Any]:
     """One row. ``images`` is [(path, source name)] in prompt order; ``ground_truth`` is the plain answer (a
     box list for grounding, a string for VQA) and is wrapped as ``<answer>...</answer>`` here.
@@ -115,6 +118,7 @@ def make_row(
             "scenario": scenario,
             "prompt_suffix": prompt_suffix,
             "reference_extra_info": reference_extra_info,
+            "regions": [[float(v) for v in box] for box in regions],
         },
     }
 

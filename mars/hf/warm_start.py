@@ -15,6 +15,7 @@ engine's log-probs: cross-entropy on the target answer tokens, prompt tokens mas
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,8 +29,11 @@ import numpy as np
 import torch
 
 from mars.data.samples import PromptSample, run_seed, training_samples
+from mars.hf.attention import layer_input
 from mars.hf.device import autocast_for, resolve_device, set_cpu_threads
-from mars.hf.log_probs import response_log_probs
+from mars.hf.focus import add_focus_token, focus_rows, image_token_mask, measure_focus, sample_regions
+from mars.hf.log_probs import teacher_forced
+from mars.perception.focus import anchoring_loss
 from mars.training.preflight import skipping_length_limit
 
 # bump when the warm start's result changes for the same inputs (loss, target text, sampling of batches)
@@ -151,7 +155,19 @@ def warm_start_identity(cfg: Any, stages: Sequence[Stage]) -> dict[str, Any]:
     }
     if sft.get("stages"):
         identity["stages"] = [[stage.view, stage.steps, len(stage.samples)] for stage in stages]
+    focus = focus_settings(cfg)
+    if focus is not None:
+        identity["focus"] = focus
     return identity
+
+
+def focus_settings(cfg: Any) -> dict[str, Any] | None:
+    """``mars.sft_warmup.focus`` when enabled (Faithful-MR1's anchoring stage): token, weight, layer; else None."""
+    focus = (cfg.mars.get("sft_warmup") or {}).get("focus") or {}
+    if not focus.get("enable", False):
+        return None
+    return {"token": str(focus.get("token", "<Focus>")), "weight": float(focus.get("weight", 1.0)),
+            "layer": int(focus.get("layer", -1))}
 
 
 def warm_started_model(cfg: Any, write=print) -> str:
@@ -178,9 +194,11 @@ def warm_started_model(cfg: Any, write=print) -> str:
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{key}."))
     try:
-        losses = _train(cfg, stages, tmp, write)
+        losses, focus = _train(cfg, stages, tmp, write)
         summary = {"identity": identity, "loss_first": losses[0], "loss_last": float(np.mean(losses[-10:])),
                    "losses": losses}
+        if focus:
+            summary["focus"] = focus
         (tmp / DONE).write_text(json.dumps(summary, indent=1))
         try:
             os.replace(tmp, final)
@@ -191,12 +209,31 @@ def warm_started_model(cfg: Any, write=print) -> str:
         raise
     write(f"SFT warm start: {identity['steps']} steps, loss {summary['loss_first']:.3f} -> {summary['loss_last']:.3f};"
           f" cached in {final}")
+    if summary.get("focus"):
+        write(focus_line(summary["focus"]))
     return str(final)
 
 
-def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> list[float]:
+def focus_line(focus: dict[str, Any]) -> str:
+    """The anchoring stage's result in one line: the focus token's attention inside the boxes, before and after."""
+    def part(name: str) -> str:
+        m = focus.get(name) or {}
+        if not m:
+            return f"{name}: no validation prompt with regions"
+        ratio = m["focus_in_box"] / m["focus_in_box_uniform"] if m["focus_in_box_uniform"] > 0 else float("nan")
+        return f"{name} {m['focus_in_box']:.3f} ({ratio:.2f}x uniform)"
+
+    uniform = (focus.get("after") or {}).get("focus_in_box_uniform", float("nan"))
+    prompts = (focus.get("after") or {}).get("prompts", 0)
+    return (f"SFT warm start: focus token's attention inside the regions, on {prompts} validation prompts: "
+            f"{part('before')} -> {part('after')}; uniform attention would get {uniform:.3f}")
+
+
+def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> tuple[list[float], dict[str, Any]]:
     """AdamW on all weights, one stage after the other (its own optimizer: the RL optimizer and schedule start fresh
-    afterwards)."""
+    afterwards). With ``mars.sft_warmup.focus``: the focus token opens every target, and its attention over the image
+    tokens is trained toward the regions (``anchoring``), measured on validation before and after. Returns the
+    losses and that measurement."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from mars.hf.decoding import eos_token_ids
@@ -211,8 +248,11 @@ def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> list[float]:
     processor = AutoProcessor.from_pretrained(str(cfg.actor_rollout_ref.model.path))
     tokenizer = processor.tokenizer
     model = AutoModelForImageTextToText.from_pretrained(str(cfg.actor_rollout_ref.model.path), dtype=torch.float32)
+    focus = focus_settings(cfg)
+    focus_id = add_focus_token(model, tokenizer, focus["token"]) if focus else None
     model = model.to(device).train()
     encoder, images = MultimodalEncoder(processor), ImageCache(processor.image_processor)
+    merge = int(processor.image_processor.merge_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos_ids = eos_token_ids(model, tokenizer)
     eos = tokenizer.convert_ids_to_tokens(sorted(eos_ids)[0])
@@ -222,35 +262,98 @@ def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> list[float]:
 
     def encode(s: int, i: int):
         if (s, i) not in encoded:
-            stage = stages[s]
-            answer = torch.tensor(tokenizer(stage.targets[i] + eos, add_special_tokens=False)["input_ids"])
-            encoded[s, i] = (encoder.encode([stage.samples[i].messages], images)[0], answer)
+            stage, sample = stages[s], stages[s].samples[i]
+            ids = tokenizer(stage.targets[i] + eos, add_special_tokens=False)["input_ids"]
+            prompt = encoder.encode([sample.messages], images)[0]
+            mask = None
+            if focus:
+                ids = [focus_id, *ids]
+                mask = image_token_mask(prompt, sample_regions(sample.extra_info, sample.ground_truth),
+                                        sample.extra_info.get("image_size"), merge)
+            encoded[s, i] = (prompt, torch.tensor(ids), mask)
             if len(encoded) > 4096:  # a big dataset: bounded memory, re-encoding what falls out
                 encoded.pop(next(iter(encoded)))
         return encoded[s, i]
+
+    def measured() -> dict[str, float]:
+        was_training = model.training
+        model.eval()
+        result = measure_focus(model, *focus_probe, focus_id, focus["layer"], device, pad_id,
+                               lambda: autocast_for(device))
+        model.train(was_training)
+        return result
+
+    focus_report: dict[str, Any] = {}
+    if focus:
+        pairs = [(sample.extra_info, sample.ground_truth) for stage in stages for sample in stage.samples]
+        with_regions = sum(bool(sample_regions(*pair)) for pair in pairs)
+        write(f"SFT warm start: the focus token {focus['token']} opens every target; its attention (layer "
+              f"{focus['layer']}) is anchored on the {with_regions} of {len(pairs)} training prompts with regions"
+              + ("" if with_regions else " (none: extra_info.regions or grounding boxes; data built by an older "
+                 "MARS has none, remove it to build it again)"))
+        focus_probe = focus_validation_prompts(cfg, encoder, images, merge)
+        focus_report["before"] = measured()
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(sft.lr))
     rng = np.random.default_rng([seed, 7])
     losses: list[float] = []
     bar = Progress(steps, "SFT warm start", write=write)
+    anchoring_losses: list[float] = []
     for s in (s for s, stage in enumerate(stages) for _ in range(stage.steps)):
         n = len(stages[s].samples)
         idx = rng.choice(n, size=min(batch_size, n), replace=False)
-        prompts, answers = zip(*(encode(s, int(i)) for i in idx))
+        prompts, answers, masks = zip(*(encode(s, int(i)) for i in idx))
         width = max(len(a) for a in answers)
         optimizer.zero_grad(set_to_none=True)
-        log_prob, _ = response_log_probs(model, prompts, answers, np.arange(len(answers)), width, device, pad_id,
-                                         temperature, lambda: autocast_for(device))
-        loss = -log_prob.sum() / sum(len(a) for a in answers)
+        with layer_input(model, focus["layer"]) if focus else contextlib.nullcontext() as kept:
+            log_probs, targets, valid, _, batch = teacher_forced(
+                model, prompts, answers, np.arange(len(answers)), width, device, pad_id, temperature,
+                lambda: autocast_for(device))
+        log_prob = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * valid
+        loss = answer_loss = -log_prob.sum() / sum(len(a) for a in answers)
+        shown = {}
+        if focus and any(m is not None for m in masks):
+            prompt_lens = torch.tensor([p.input_ids.shape[1] for p in prompts], device=device)
+            rows = focus_rows(kept, batch, prompt_lens)
+            anchoring = torch.stack([anchoring_loss(row, m.to(row.device)) for row, m in zip(rows, masks)
+                                     if m is not None]).mean()
+            loss = loss + focus["weight"] * anchoring
+            anchoring_losses.append(anchoring.item())
+            shown["anchoring"] = f"{anchoring_losses[-1]:.3f}"
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        losses.append(loss.item())
-        bar.update(loss=f"{losses[-1]:.3f}")
+        losses.append(answer_loss.item())  # the answer's loss alone: comparable with and without anchoring
+        bar.update(loss=f"{losses[-1]:.3f}", **shown)
     bar.close()
+    if focus:
+        focus_report["after"] = measured()
+        if anchoring_losses:  # cross-entropy to the normalised box mask: its floor is the mask's entropy, not 0
+            focus_report["anchoring_loss_first"] = anchoring_losses[0]
+            focus_report["anchoring_loss_last"] = float(np.mean(anchoring_losses[-10:]))
     model.save_pretrained(str(out))
-    processor.save_pretrained(str(out))
+    processor.save_pretrained(str(out))  # with the focus token, so merge, inference and verl load it
     del model, optimizer
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return losses
+    return losses, focus_report
+
+
+def focus_validation_prompts(cfg: Any, encoder, images, merge: int, limit: int = 64):
+    """Up to ``limit`` validation prompts with regions, encoded, and their in-box masks: where the anchoring stage
+    is measured (never trained on)."""
+    from mars.data.samples import load_samples
+
+    prompts, masks = [], []
+    for sample in load_samples(cfg.data.val_files, str(cfg.mars.get("on_bad_row", "error"))):
+        regions = sample_regions(sample.extra_info, sample.ground_truth)
+        if not regions:
+            continue
+        prompt = encoder.encode([sample.messages], images)[0]
+        mask = image_token_mask(prompt, regions, sample.extra_info.get("image_size"), merge)
+        if mask is not None:
+            prompts.append(prompt)
+            masks.append(mask)
+        if len(prompts) >= limit:
+            break
+    return prompts, masks

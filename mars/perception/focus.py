@@ -3,8 +3,8 @@ docs/methods.md): where the objects are, how much of the focus token's attention
 that teaches it to look there, and the causal map and reward term of the reinforcing stage.
 
 One image of ``grid_thw = (t, h, w)`` patches becomes ``t * (h / m) * (w / m)`` tokens (``m``: the merge size), in
-row-major order. A token is inside the regions when the centre of its ``m x m`` patch block, in the original image's
-pixels, lies in a ground-truth box (boxes ``[x1, y1, x2, y2]`` in those pixels).
+row-major order. A token is inside the regions when its ``m x m`` patch block, in the original image's pixels,
+overlaps a ground-truth box (boxes ``[x1, y1, x2, y2]`` in those pixels).
 
     focus_in_box          = sum_{k in boxes} a_k / sum_k a_k      a: the focus token's attention over image tokens
     focus_in_box_uniform  = |boxes| / |image tokens|              what attention spread evenly would get
@@ -27,16 +27,20 @@ import torch
 
 def box_token_mask(boxes: Sequence[Sequence[float]], image_size: tuple[int, int], grid_thw: Sequence[int],
                    merge: int = 2) -> torch.Tensor:
-    """(tokens,) bool: the image's tokens whose patch-block centre lies in one of ``boxes`` (original pixels;
-    ``image_size`` = (width, height) of the original image)."""
+    """(tokens,) bool: the image's tokens whose patch block overlaps one of ``boxes`` (original pixels;
+    ``image_size`` = (width, height) of the original image). Overlap, not the block's centre: an object smaller
+    than a token (a far person is a few pixels wide) still has the tokens that show it."""
     t, h, w = (int(v) for v in grid_thw)
     rows, columns = h // merge, w // merge
     width, height = image_size
-    ys = (torch.arange(rows, dtype=torch.float64) + 0.5) * height / rows
-    xs = (torch.arange(columns, dtype=torch.float64) + 0.5) * width / columns
+    y0 = torch.arange(rows, dtype=torch.float64) * height / rows
+    x0 = torch.arange(columns, dtype=torch.float64) * width / columns
+    y1, x1 = y0 + height / rows, x0 + width / columns
     inside = torch.zeros(rows, columns, dtype=torch.bool)
-    for x1, y1, x2, y2 in boxes:
-        inside |= ((ys >= min(y1, y2)) & (ys <= max(y1, y2)))[:, None] & ((xs >= min(x1, x2)) & (xs <= max(x1, x2)))[None]
+    for bx1, by1, bx2, by2 in boxes:
+        overlaps_y = (y0 < max(by1, by2)) & (y1 > min(by1, by2))
+        overlaps_x = (x0 < max(bx1, bx2)) & (x1 > min(bx1, bx2))
+        inside |= overlaps_y[:, None] & overlaps_x[None]
     return inside.flatten().repeat(t)
 
 

@@ -117,6 +117,7 @@ def synthesize(
                 answer_sources=sample.answer_sources,
                 image_size=(options.width, options.height),
                 scenario=sample.scenario,
+                regions=sample.regions,
             )
         )
         if progress and ((index + 1) % step == 0 or index + 1 == num):

@@ -24,6 +24,7 @@ class SynthSample:
     answer_sources: list[str]  # the sources that alone suffice to answer
     scenario: str  # the condition drawn for this sample, e.g. "dark" (see each task's docstring)
     meta: dict[str, Any] = field(default_factory=dict)  # task facts for tests (not written to parquet)
+    regions: list[list[int]] = field(default_factory=list)  # boxes of the objects asked about (extra_info.regions)
 
 
 @dataclass(frozen=True)

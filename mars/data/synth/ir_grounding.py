@@ -118,6 +118,7 @@ def make_sample(rng: np.random.Generator, opts: SynthOptions) -> SynthSample:
         answer_sources=SOURCES.copy() if scenario == "clear" else ["infrared"],
         scenario=scenario,
         meta={"person_masks": masks, "decoys": decoys},
+        regions=boxes,
     )
 
 

@@ -39,6 +39,7 @@ def make_sample(rng: np.random.Generator, opts: SynthOptions) -> SynthSample:
         answer_sources=ir.SOURCES.copy() if scenario == "clear" else ["infrared"],
         scenario=scenario,
         meta={"person_masks": masks, "decoys": decoys, "boxes": boxes},
+        regions=boxes,
     )
 
 

@@ -1,0 +1,95 @@
+"""Faithful-MR1's focus token on a Hugging Face model: where its attention over the image tokens goes.
+
+The anchoring stage (``mars.hf.warm_start``, ``mars.sft_warmup.focus``) adds a ``<Focus>`` token that the target
+text opens with, and trains its attention row toward the objects' regions; the formulas are engine-free in
+``mars.perception.focus``. Here: the token added to the tokenizer and the model, the in-box mask of a prompt's image
+tokens, the focus token's attention row (recomputed from one layer's queries and keys, ``mars.hf.attention``:
+whatever attention implementation the model runs), and the measurement
+
+    focus_in_box          the focus token's attention mass inside the regions, over its attention on image tokens
+    focus_in_box_uniform  the regions' share of the image tokens (what attention spread evenly would get)
+
+averaged over prompts that have regions.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from mars.hf.attention import attention_rows, layer_input
+from mars.hf.log_probs import teacher_forced
+from mars.perception.focus import box_token_mask, focus_in_box
+from mars.processing import PromptInputs
+
+
+def add_focus_token(model, tokenizer, token: str) -> int:
+    """The focus token's id, added to the tokenizer (a plain added token: it shows in decoded text) and to the
+    model's embeddings where the vocabulary has no room for it."""
+    tokenizer.add_tokens([token])
+    focus_id = int(tokenizer.convert_tokens_to_ids(token))
+    if focus_id >= model.get_input_embeddings().weight.shape[0]:
+        model.resize_token_embeddings(len(tokenizer))
+    return focus_id
+
+
+def sample_regions(extra_info: dict[str, Any], ground_truth: Any) -> list[list[float]]:
+    """The boxes a sample's focus should look at: ``extra_info.regions``, else a grounding answer's own boxes."""
+    regions = extra_info.get("regions")
+    if regions is not None and len(regions):
+        return [[float(v) for v in box] for box in regions]
+    if extra_info.get("reward") == "grounding":
+        from mars.data.schema import GROUNDING, parse_ground_truth
+
+        boxes, problem = parse_ground_truth(ground_truth, GROUNDING)
+        if not problem:
+            return [[float(v) for v in box] for box in boxes if len(box) == 4]
+    return []
+
+
+def image_token_mask(prompt: PromptInputs, regions: Sequence[Sequence[float]], image_size: Sequence[int],
+                     merge: int) -> torch.Tensor | None:
+    """(image tokens,) bool over the prompt's image tokens, image after image: inside one of ``regions`` (the same
+    boxes in every image: the sources of a row are aligned). None without regions, image size or images, when no
+    token overlaps the regions (boxes outside the image), or when the prompt's image tokens do not match its
+    grids."""
+    if not regions or not image_size or prompt.image_grid_thw is None:
+        return None
+    mask = torch.cat([box_token_mask(regions, (int(image_size[0]), int(image_size[1])), grid.tolist(), merge)
+                      for grid in prompt.image_grid_thw])
+    return mask if mask.any() and int((prompt.mm_token_type_ids == 1).sum()) == len(mask) else None
+
+
+def focus_rows(kept: dict[str, Any], batch: dict[str, torch.Tensor], prompt_lens: torch.Tensor) -> list[torch.Tensor]:
+    """Per row, the focus token's attention over the row's image tokens (mean over heads), from a forward recorded
+    by ``layer_input``. The focus token is the first response token: at position ``prompt_lens[b]``."""
+    rows = attention_rows(kept, prompt_lens.view(-1, 1), batch["attention_mask"]).mean(dim=1)[:, 0]  # (b, L)
+    image = batch["mm_token_type_ids"] == 1
+    return [rows[b][image[b]] for b in range(rows.shape[0])]
+
+
+@torch.no_grad()
+def measure_focus(model, prompts: Sequence[PromptInputs], masks: Sequence[torch.Tensor], focus_id: int, layer: int,
+                  device: torch.device, pad_id: int, autocast, batch_size: int = 8) -> dict[str, float]:
+    """``focus_in_box`` and ``focus_in_box_uniform`` (module docstring) over ``prompts``, each with its in-box mask;
+    the focus token teacher-forced as the first response token."""
+    masses, shares = [], []
+    response = [torch.tensor([focus_id])] * len(prompts)
+    for start in range(0, len(prompts), batch_size):
+        rows = np.arange(start, min(start + batch_size, len(prompts)))
+        with layer_input(model, layer) as kept:
+            *_, batch = teacher_forced(model, prompts, response, rows, 1, device, pad_id, 1.0, autocast)
+        prompt_lens = torch.tensor([prompts[i].input_ids.shape[1] for i in rows], device=device)
+        for attention, i in zip(focus_rows(kept, batch, prompt_lens), rows):
+            mass, share = focus_in_box(attention.cpu(), masks[i])
+            masses.append(mass)
+            shares.append(share)
+    if not masses:
+        return {}
+    return {"focus_in_box": float(np.mean(masses)), "focus_in_box_uniform": float(np.mean(shares)),
+            "prompts": len(masses)}
+
+
+__all__ = ["add_focus_token", "focus_rows", "image_token_mask", "measure_focus", "sample_regions"]
