@@ -77,3 +77,19 @@ def test_the_anchoring_stage_adds_the_token_and_moves_its_attention_into_the_box
     plain = warm_started_model(focus_cfg(tmp_path, tiny_model_dir, ir_data_dir, "mars.sft_warmup.focus.enable=false"),
                                write=lines.append)
     assert Path(plain) != path and "focus" not in json.loads((Path(plain) / "warm_start.json").read_text())
+
+
+def test_a_run_with_the_anchoring_stage_logs_where_the_focus_token_looks(tiny_model_dir, ir_data_dir, tmp_path):
+    """``perception/focus_in_box`` and its uniform share at every validation of the local engine, and a panel."""
+    from mars.engines.local.run import run
+    from tests.test_local_engine import tiny_cfg
+
+    cfg = tiny_cfg(tmp_path / "run", tiny_model_dir, ir_data_dir, "mars.sft_warmup.focus.enable=true",
+                   "trainer.total_training_steps=1", "trainer.test_freq=1", "mars.sft_warmup.steps=4")
+    run(cfg, write=lambda line: None)
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    validated = [h for h in history if "val/reward" in h]
+    assert [h["step"] for h in validated] == [0, 1]
+    for h in validated:
+        assert 0 <= h["perception/focus_in_box"] <= 1 and 0 < h["perception/focus_in_box_uniform"] < 1
+    assert (tmp_path / "run" / "training.png").stat().st_size > 0

@@ -70,6 +70,25 @@ def focus_rows(kept: dict[str, Any], batch: dict[str, torch.Tensor], prompt_lens
     return [rows[b][image[b]] for b in range(rows.shape[0])]
 
 
+def focus_probe(samples: Sequence[Any], encoder, images, merge: int, limit: int = 64
+                ) -> tuple[list[PromptInputs], list[torch.Tensor]]:
+    """Up to ``limit`` of ``samples`` (``PromptSample``) that have regions, encoded, with their in-box masks: the
+    prompts the focus token's attention is measured on."""
+    prompts, masks = [], []
+    for sample in samples:
+        regions = sample_regions(sample.extra_info, sample.ground_truth)
+        if not regions:
+            continue
+        prompt = encoder.encode([sample.messages], images)[0]
+        mask = image_token_mask(prompt, regions, sample.extra_info.get("image_size"), merge)
+        if mask is not None:
+            prompts.append(prompt)
+            masks.append(mask)
+        if len(prompts) >= limit:
+            break
+    return prompts, masks
+
+
 @torch.no_grad()
 def measure_focus(model, prompts: Sequence[PromptInputs], masks: Sequence[torch.Tensor], focus_id: int, layer: int,
                   device: torch.device, pad_id: int, autocast, batch_size: int = 8) -> dict[str, float]:
@@ -92,4 +111,4 @@ def measure_focus(model, prompts: Sequence[PromptInputs], masks: Sequence[torch.
             "prompts": len(masses)}
 
 
-__all__ = ["add_focus_token", "focus_rows", "image_token_mask", "measure_focus", "sample_regions"]
+__all__ = ["add_focus_token", "focus_probe", "focus_rows", "image_token_mask", "measure_focus", "sample_regions"]

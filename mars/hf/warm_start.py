@@ -31,7 +31,7 @@ import torch
 from mars.data.samples import PromptSample, run_seed, training_samples
 from mars.hf.attention import layer_input
 from mars.hf.device import autocast_for, resolve_device, set_cpu_threads
-from mars.hf.focus import add_focus_token, focus_rows, image_token_mask, measure_focus, sample_regions
+from mars.hf.focus import add_focus_token, focus_probe, focus_rows, image_token_mask, measure_focus, sample_regions
 from mars.hf.log_probs import teacher_forced
 from mars.perception.focus import anchoring_loss
 from mars.training.preflight import skipping_length_limit
@@ -278,8 +278,7 @@ def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> tuple[list[fl
     def measured() -> dict[str, float]:
         was_training = model.training
         model.eval()
-        result = measure_focus(model, *focus_probe, focus_id, focus["layer"], device, pad_id,
-                               lambda: autocast_for(device))
+        result = measure_focus(model, *probe, focus_id, focus["layer"], device, pad_id, lambda: autocast_for(device))
         model.train(was_training)
         return result
 
@@ -291,7 +290,10 @@ def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> tuple[list[fl
               f"{focus['layer']}) is anchored on the {with_regions} of {len(pairs)} training prompts with regions"
               + ("" if with_regions else " (none: extra_info.regions or grounding boxes; data built by an older "
                  "MARS has none, remove it to build it again)"))
-        focus_probe = focus_validation_prompts(cfg, encoder, images, merge)
+        from mars.data.samples import load_samples
+
+        validation = load_samples(cfg.data.val_files, str(cfg.mars.get("on_bad_row", "error")))
+        probe = focus_probe(validation, encoder, images, merge)
         focus_report["before"] = measured()
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(sft.lr))
@@ -337,23 +339,3 @@ def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> tuple[list[fl
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return losses, focus_report
-
-
-def focus_validation_prompts(cfg: Any, encoder, images, merge: int, limit: int = 64):
-    """Up to ``limit`` validation prompts with regions, encoded, and their in-box masks: where the anchoring stage
-    is measured (never trained on)."""
-    from mars.data.samples import load_samples
-
-    prompts, masks = [], []
-    for sample in load_samples(cfg.data.val_files, str(cfg.mars.get("on_bad_row", "error"))):
-        regions = sample_regions(sample.extra_info, sample.ground_truth)
-        if not regions:
-            continue
-        prompt = encoder.encode([sample.messages], images)[0]
-        mask = image_token_mask(prompt, regions, sample.extra_info.get("image_size"), merge)
-        if mask is not None:
-            prompts.append(prompt)
-            masks.append(mask)
-        if len(prompts) >= limit:
-            break
-    return prompts, masks

@@ -1,5 +1,6 @@
 """PNG plots of a run from its metrics.jsonl: rewards, anchor reward per source, information gain and the share of
-groups with MARS-only signal, validation, and the validation accuracy per view (fused against each source alone).
+groups with MARS-only signal, validation, the validation accuracy per view (fused against each source alone), and
+with Faithful-MR1's anchoring, where the focus token looks.
 
 Two rules: a value measured only at some steps (validation) is drawn as markers at those steps, never as a line
 through steps where nothing was measured; and series that coincide (two sources with equal anchor rewards) stay
@@ -38,7 +39,9 @@ def draw_run(history: Sequence[dict[str, float]]):
 
     views = sorted({k.split("/")[2] for h in history for k in h if k.startswith("val/view/")},
                    key=lambda name: (name != "fused", name))
-    fig, axes = plt.subplots(1, 4 if views else 3, figsize=(20 if views else 15, 4.8))
+    focus = any("perception/focus_in_box" in h for h in history)
+    panels = 3 + bool(views) + focus
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 4.8))
     ax = axes[0]
     if train:
         ax.plot(*_points(train, "critic/score/mean"), color="tab:blue", label="multi-source (train)")
@@ -82,6 +85,14 @@ def draw_run(history: Sequence[dict[str, float]]):
             ax.plot(steps, values, linestyle=style, marker=marker, lw=width + (1.5 if name == "fused" else 0),
                     markersize=4 + width, color="k" if name == "fused" else None, alpha=0.85, label=name)
         ax.set(title="validation accuracy per view", xlabel="step", ylim=(-0.03, 1.03))
+        legend_below(ax)
+    if focus:  # Faithful-MR1's anchoring: where the focus token looks, against attention spread evenly
+        ax = axes[-1]
+        for key, label, style in (("perception/focus_in_box", "focus token's attention in the boxes", "-"),
+                                  ("perception/focus_in_box_uniform", "uniform attention would get", "--")):
+            steps, values = _points(history, key)
+            ax.plot(steps, values, linestyle=style, marker="o", color="k" if style == "-" else "grey", label=label)
+        ax.set(title="where the focus token looks (validation)", xlabel="step", ylim=(-0.03, 1.03))
         legend_below(ax)
     fig.tight_layout()
     return fig

@@ -75,6 +75,7 @@ class LocalEngine:
             self.ref_model = copy.deepcopy(self.model).eval().requires_grad_(False)
 
         self.encoder = MultimodalEncoder(self.processor)
+        self._focus_probe = None  # the validation prompts with regions, encoded, for focus_metrics
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.eos_ids = eos_token_ids(self.model, self.tokenizer)
         self.banned = vision_token_ids(self.tokenizer)
@@ -197,6 +198,26 @@ class LocalEngine:
             self._autocast, papo.entropy_coef != 0)
         return papo_loss_terms(log_prob, masked_lp, entropy, masked_ent, lambda x: agg_loss(x, mask, mode, **info),
                                papo.kl_coef, papo.entropy_coef)
+
+    @torch.no_grad()
+    def focus_metrics(self, samples, token: str, layer: int) -> dict[str, float]:
+        """Faithful-MR1's ``perception/focus_in_box`` and ``perception/focus_in_box_uniform`` on ``samples`` (those
+        with regions, up to 64; ``mars.hf.focus``); empty when the model has no focus token."""
+        from mars.hf.focus import focus_probe, measure_focus
+
+        focus_id = self.tokenizer.convert_tokens_to_ids(token)
+        if focus_id is None or focus_id == self.tokenizer.unk_token_id:
+            return {}
+        if self._focus_probe is None:  # the validation prompts do not change: encoded once
+            self._focus_probe = focus_probe(samples, self.encoder, ImageCache(self.processor.image_processor),
+                                            int(self.processor.image_processor.merge_size))
+        self.model.eval()
+        try:
+            result = measure_focus(self.model, *self._focus_probe, int(focus_id), layer, self.device, self.pad_id,
+                                   self._autocast)
+        finally:
+            self.model.train()
+        return {f"perception/{key}": value for key, value in result.items() if key != "prompts"}
 
     # ------------------------------------------------------------------------------------------ update
 

@@ -19,7 +19,7 @@ import torch
 
 from mars.data.samples import load_samples, run_seed, training_samples
 from mars.engines.local.local_engine import LocalEngine
-from mars.hf.warm_start import warm_started_model
+from mars.hf.warm_start import focus_settings, warm_started_model
 from mars.training.checkpoint import clean_leftovers, find_checkpoint, load_checkpoint, save_checkpoint
 from mars.training.preflight import base_tokenizer_and_processor, check_before_warm_start, skipping_length_limit
 from mars.training.progress import Progress, quiet_library_bars
@@ -49,6 +49,13 @@ def total_training_steps(cfg: Any, n_train: int) -> int:
     if cfg.trainer.get("total_training_steps"):
         return int(cfg.trainer.total_training_steps)
     return max(int(cfg.trainer.total_epochs) * (n_train // int(cfg.data.train_batch_size)), 1)
+
+
+def focus_metrics(engine: LocalEngine, val: list, cfg: Any) -> dict[str, float]:
+    """With Faithful-MR1's anchoring stage (``mars.sft_warmup.focus``): where the focus token looks, at every
+    validation (``LocalEngine.focus_metrics``)."""
+    focus = focus_settings(cfg)
+    return engine.focus_metrics(val, focus["token"], focus["layer"]) if focus else {}
 
 
 def run(cfg: Any, write=print) -> RunResult:
@@ -107,7 +114,7 @@ def run(cfg: Any, write=print) -> RunResult:
     else:
         log.truncate_after(-1, write)  # a fresh start in a folder whose first attempt died before its first checkpoint
         if cfg.trainer.get("val_before_train", True) and val:
-            metrics = validate(engine, val, cfg, show, write)
+            metrics = {**validate(engine, val, cfg, show, write), **focus_metrics(engine, val, cfg)}
             val_before = metrics["val/reward"]
             log.log(metrics, 0, write)
 
@@ -129,6 +136,7 @@ def run(cfg: Any, write=print) -> RunResult:
         metrics["training/epoch"] = float(sampler.epoch)  # passes over the data so far, counted in batches drawn
         if val and ((test_freq > 0 and step % test_freq == 0) or step == total):
             metrics.update(validate(engine, val, cfg, show if step == total else 0, write))
+            metrics.update(focus_metrics(engine, val, cfg))
         log.log(metrics, step, write)
         bar.update()
         if (save_freq > 0 and step % save_freq == 0) or step == total:
