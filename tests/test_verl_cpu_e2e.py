@@ -247,6 +247,21 @@ def test_perception_methods_train_on_verl(tmp_path, method):
     assert ray_processes() == []
 
 
+def test_the_focus_tokens_attention_is_measured_on_verl(tmp_path):
+    """Faithful-MR1's anchoring stage (the warm start, shared with the local engine) and ``perception/focus_in_box``
+    at each validation, from MARS's actor worker method on the FSDP module (verl's patched forward, its positions)."""
+    done = mars_train(tmp_path, "mars.sft_warmup.focus.enable=true", "trainer.total_training_steps=1",
+                      "trainer.experiment_name=focus", "trainer.test_freq=1")
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-6000:]
+    assert "focus token's attention inside the regions" in log
+    validated = [h for h in metrics(tmp_path / "outputs/embedded/runs/focus") if "val/reward" in h]
+    assert [h["step"] for h in validated] == [0, 1]
+    for h in validated:
+        assert 0 <= h["perception/focus_in_box"] <= 1 and 0 < h["perception/focus_in_box_uniform"] < 1
+    assert ray_processes() == []
+
+
 def test_dapo_runs_on_verl(tmp_path):
     reward_file = tmp_path / "length_reward.py"
     reward_file.write_text(LENGTH_REWARD)

@@ -34,13 +34,15 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
 def layer_input(model: torch.nn.Module, layer: int = -1) -> Iterator[dict[str, Any]]:
     """Within the block, each forward of ``model`` leaves in the yielded dict what layer ``layer``'s self-attention
     received: ``attention`` (the module), ``hidden_states`` (B, L, D, after the layer's input norm) and
-    ``position_embeddings`` (cos, sin)."""
+    ``position_embeddings`` (cos, sin), and the layer's rotated ``query`` and ``key`` (``queries_and_keys``),
+    projected during the forward itself: under FSDP a layer's weights are whole only while it runs."""
     attention = decoder_layers(model)[layer].self_attn
     kept: dict[str, Any] = {"attention": attention}
 
     def keep(module, args, kwargs):
         kept["hidden_states"] = kwargs.get("hidden_states", args[0] if args else None)
         kept["position_embeddings"] = kwargs.get("position_embeddings")
+        kept["query"], kept["key"] = queries_and_keys(module, kept["hidden_states"], kept["position_embeddings"])
 
     handle = attention.register_forward_pre_hook(keep, with_kwargs=True)
     try:
@@ -72,8 +74,7 @@ def attention_rows(kept: dict[str, Any], query_positions: torch.Tensor, key_mask
     recorded by ``layer_input``. ``key_mask`` (B, L): the real tokens (the attention mask; padding gets 0). Causal:
     a query attends to the real tokens at or before it, as in the forward itself. In float32."""
     attention = kept["attention"]
-    hidden_states = kept["hidden_states"]
-    query, key = queries_and_keys(attention, hidden_states, kept["position_embeddings"])
+    query, key = kept["query"], kept["key"]
     query = query.float().gather(2, query_positions[:, None, :, None].expand(-1, query.shape[1], -1, query.shape[3]))
     key = key.float().repeat_interleave(query.shape[1] // key.shape[1], dim=1)
     scores = torch.einsum("bhqd,bhld->bhql", query, key) * attention.scaling

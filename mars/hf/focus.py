@@ -91,15 +91,18 @@ def focus_probe(samples: Sequence[Any], encoder, images, merge: int, limit: int 
 
 @torch.no_grad()
 def measure_focus(model, prompts: Sequence[PromptInputs], masks: Sequence[torch.Tensor], focus_id: int, layer: int,
-                  device: torch.device, pad_id: int, autocast, batch_size: int = 8) -> dict[str, float]:
+                  device: torch.device, pad_id: int, autocast, batch_size: int = 8,
+                  position_ids: Sequence[torch.Tensor] | None = None) -> dict[str, float]:
     """``focus_in_box`` and ``focus_in_box_uniform`` (module docstring) over ``prompts``, each with its in-box mask;
-    the focus token teacher-forced as the first response token."""
+    the focus token teacher-forced as the first response token. ``position_ids``: per prompt, for a forward that
+    wants them given (verl's patched Qwen-VL forward: ``teacher_forced``)."""
     masses, shares = [], []
     response = [torch.tensor([focus_id])] * len(prompts)
     for start in range(0, len(prompts), batch_size):
         rows = np.arange(start, min(start + batch_size, len(prompts)))
         with layer_input(model, layer) as kept:
-            *_, batch = teacher_forced(model, prompts, response, rows, 1, device, pad_id, 1.0, autocast)
+            *_, batch = teacher_forced(model, prompts, response, rows, 1, device, pad_id, 1.0, autocast,
+                                       position_ids=position_ids)
         prompt_lens = torch.tensor([prompts[i].input_ids.shape[1] for i in rows], device=device)
         for attention, i in zip(focus_rows(kept, batch, prompt_lens), rows):
             mass, share = focus_in_box(attention.cpu(), masks[i])

@@ -9,6 +9,7 @@ data-parallel rank runs the same code as the local engine on the FSDP module, on
 forward more than on the local engine, where the similarity comes from the old-log-prob pass itself.
 
 PAPO's loss term runs inside verl's actor update: ``set_papo_loss`` installs it (``mars.engines.verl.papo``).
+Faithful-MR1's focus measurement at validation: ``compute_focus_metrics`` (``mars.hf.focus``).
 
 The driver turns the rows' ``DataProto`` back into per-row prompt inputs (prompt ids without padding, the
 processor's pixel values from ``multi_modal_inputs``), the form the local engine keeps.
@@ -54,6 +55,17 @@ def rows_as_prompt_inputs(data: Any, image_token_id: int):
     return prompts, responses, row_positions
 
 
+def rope_positions(model: torch.nn.Module, ids: torch.Tensor, prompt: PromptInputs) -> torch.Tensor:
+    """(4, L) positions of one sequence (``ids``: the prompt's tokens and what follows them) in verl's layout for
+    Qwen-VL: the text positions, then the model's own multimodal rotary positions (``get_rope_index``)."""
+    ids = ids.unsqueeze(0)
+    mm = torch.zeros_like(ids)
+    mm[0, : prompt.mm_token_type_ids.shape[1]] = prompt.mm_token_type_ids[0]
+    vision, _ = model.model.get_rope_index(ids, mm, image_grid_thw=prompt.image_grid_thw,
+                                           attention_mask=torch.ones_like(ids))
+    return torch.cat([torch.arange(ids.shape[1]).unsqueeze(0), vision[:, 0].cpu()])
+
+
 def split_job(job: dict[str, Any], ranks: int) -> tuple[list[dict[str, Any]], int]:
     """One job per rank, of equal row counts (the last rows repeated to fill), and the number of real rows."""
     n = len(job["prompts"])
@@ -93,6 +105,20 @@ class MarsActorRolloutRefWorker(ActorRolloutRefWorker):
             return run_job(engine.module, job, autocast)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
+    def compute_focus_metrics(self, job: dict[str, Any]) -> dict[str, float]:
+        """Faithful-MR1's ``focus_in_box`` on the FSDP module (``mars.hf.focus.measure_focus``); every rank runs the
+        same prompts (FSDP gathers parameters collectively) and returns the same numbers."""
+        from mars.hf.focus import measure_focus
+
+        engine = self.actor.engine
+        module = engine.module
+        focus = torch.tensor([job["focus_id"]])
+        positions = [rope_positions(module, torch.cat([p.input_ids[0], focus]), p) for p in job["prompts"]]
+        with engine.eval_mode():
+            return measure_focus(module, job["prompts"], job["masks"], job["focus_id"], job["layer"],
+                                 next(module.parameters()).device, job["pad_id"], nullcontext, position_ids=positions)
+
+    @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def set_papo_loss(self, setup: PapoSetup) -> None:
         """The actor's loss becomes verl's loss plus PAPO's term (``mars.engines.verl.papo``); verl's own loss
         function stays in ``self.loss_fn``, so setting it again replaces the term instead of stacking it."""
@@ -104,4 +130,5 @@ def gather_results(results: list[dict[str, torch.Tensor]], n: int) -> dict[str, 
     return {key: torch.cat([r[key] for r in results])[:n] for key in results[0]}
 
 
-__all__ = ["MarsActorRolloutRefWorker", "gather_results", "rows_as_prompt_inputs", "run_job", "split_job"]
+__all__ = ["MarsActorRolloutRefWorker", "gather_results", "rope_positions", "rows_as_prompt_inputs", "run_job",
+           "split_job"]

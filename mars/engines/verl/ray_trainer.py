@@ -162,22 +162,30 @@ class MarsRayPPOTrainer(RayPPOTrainer):
 
     def _validate(self, merged: bool = False):
         """verl's validation, plus the accuracy per view the local engine logs (``mars.val_views``): the validation
-        prompts and their mono-source variants answered through the engine in one call. verl's reward manager
+        prompts and their mono-source variants answered through the engine in one call; with Faithful-MR1's anchoring,
+        where the focus token looks (``perception/focus_in_box``). verl's reward manager
         shapes every row it scores (DAPO's overlong penalty), which the view accuracies, read from the reward's
         accuracy/IoU parts, do not use."""
         from mars.training.validation import is_view_metric, validate
 
+        from mars.hf.warm_start import focus_settings
+
         metrics = super()._validate(merged=merged)
         engine = getattr(self, "engine", None)
-        if engine is not None and self.config.mars.get("val_views", True):
-            expected = expected_num_images(self.config.mars)
-            samples = [s for batch in self.val_dataloader for s in samples_from_batch(batch, expected)]
+        focus = focus_settings(self.config)
+        if engine is None or not (self.config.mars.get("val_views", True) or focus):
+            return metrics
+        expected = expected_num_images(self.config.mars)
+        samples = [s for batch in self.val_dataloader for s in samples_from_batch(batch, expected)]
+        if self.config.mars.get("val_views", True):
             engine.validating = True
             try:
                 views = validate(engine, samples, self.config, shaping=True)
             finally:
                 engine.validating = False
             metrics.update({key: value for key, value in views.items() if is_view_metric(key)})
+        if focus:  # Faithful-MR1's anchoring: where the focus token looks
+            metrics.update(engine.focus_metrics(samples, focus["token"], focus["layer"]))
         return metrics
 
     def _finish_async_checkpoints(self, blocking: bool) -> None:

@@ -58,6 +58,7 @@ class VerlEngine:
         self._calls: dict[int, int] = {}  # generation calls made at each global step (the hf rollout's request seeds)
         self._geometry = None  # the processor's black patch row, merge and patch size, for altered views
         self._papo_installed = False  # whether the actor workers' loss has PAPO's term
+        self._focus_probe = None  # the validation prompts with regions, encoded, for focus_metrics
 
     # ------------------------------------------------------------------------------------------ rollout servers
 
@@ -248,6 +249,29 @@ class VerlEngine:
         signals = gather_results(self.trainer.actor_rollout_wg.compute_perception_signals(jobs), n)
         signals.pop("log_probs", None)
         return log_probs, {**signals, **roles}
+
+    def focus_metrics(self, samples, token: str, layer: int) -> dict[str, float]:
+        """Faithful-MR1's ``perception/focus_in_box`` and its uniform share on ``samples`` (those with regions, up
+        to 64), on the actor workers (``compute_focus_metrics``); empty when the model has no focus token."""
+        from mars.hf.focus import focus_probe
+        from mars.processing import ImageCache, MultimodalEncoder
+
+        tokenizer, processor = self.trainer.tokenizer, self.trainer.processor
+        focus_id = tokenizer.convert_tokens_to_ids(token)
+        if focus_id is None or focus_id == tokenizer.unk_token_id:
+            return {}
+        if self._focus_probe is None:  # the validation prompts do not change: encoded once
+            self._focus_probe = focus_probe(samples, MultimodalEncoder(processor),
+                                            ImageCache(processor.image_processor),
+                                            int(processor.image_processor.merge_size))
+        prompts, masks = self._focus_probe
+        if not prompts:
+            return {}
+        job = {"prompts": prompts, "masks": masks, "focus_id": int(focus_id), "layer": int(layer),
+               "pad_id": int(tokenizer.pad_token_id or 0)}
+        self._sleep_rollout()
+        result = self.trainer.actor_rollout_wg.compute_focus_metrics(job)[0]
+        return {f"perception/{key}": value for key, value in result.items() if key != "prompts"}
 
     # ------------------------------------------------------------------------------------------ update
 
