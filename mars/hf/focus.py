@@ -21,7 +21,7 @@ import torch
 
 from mars.hf.attention import attention_rows, layer_input
 from mars.hf.log_probs import teacher_forced
-from mars.perception.focus import box_token_mask, focus_in_box
+from mars.perception.focus import anchoring_loss, box_token_mask, focus_in_box
 from mars.processing import PromptInputs
 
 
@@ -114,4 +114,37 @@ def measure_focus(model, prompts: Sequence[PromptInputs], masks: Sequence[torch.
             "prompts": len(masses)}
 
 
-__all__ = ["add_focus_token", "focus_probe", "focus_rows", "image_token_mask", "measure_focus", "sample_regions"]
+class Anchoring:
+    """The anchoring stage inside a supervised loop (``mars.hf.warm_start``): ``settings`` = token, weight, layer.
+
+        anchoring = Anchoring(settings, model, tokenizer, merge)     # adds the token (before model.to(device))
+        ids, mask = anchoring.target(ids, prompt, sample)            # the token first; the prompt's in-box mask
+        with anchoring.recording(model) as kept: <the forward>
+        loss = answer_loss + anchoring.weight * anchoring.loss(kept, batch, prompts, masks)
+    """
+
+    def __init__(self, settings: dict[str, Any], model, tokenizer, merge: int):
+        self.token, self.weight, self.layer = settings["token"], float(settings["weight"]), int(settings["layer"])
+        self.focus_id = add_focus_token(model, tokenizer, self.token)
+        self.merge = merge
+
+    def target(self, ids: list[int], prompt: PromptInputs, sample: Any) -> tuple[list[int], torch.Tensor | None]:
+        mask = image_token_mask(prompt, sample_regions(sample.extra_info, sample.ground_truth),
+                                sample.extra_info.get("image_size"), self.merge)
+        return [self.focus_id, *ids], mask
+
+    def recording(self, model):
+        return layer_input(model, self.layer)
+
+    def loss(self, kept: dict[str, Any], batch: dict[str, torch.Tensor], prompts: Sequence[PromptInputs],
+             masks: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+        """The mean anchoring loss over the rows with regions (None without any)."""
+        if all(m is None for m in masks):
+            return None
+        device = batch["input_ids"].device
+        prompt_lens = torch.tensor([p.input_ids.shape[1] for p in prompts], device=device)
+        rows = focus_rows(kept, batch, prompt_lens)
+        return torch.stack([anchoring_loss(row, m.to(device)) for row, m in zip(rows, masks) if m is not None]).mean()
+
+
+__all__ = ["Anchoring", "add_focus_token", "focus_probe", "focus_rows", "image_token_mask", "measure_focus", "sample_regions"]

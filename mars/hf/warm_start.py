@@ -29,11 +29,9 @@ import numpy as np
 import torch
 
 from mars.data.samples import PromptSample, run_seed, training_samples
-from mars.hf.attention import layer_input
 from mars.hf.device import autocast_for, resolve_device, set_cpu_threads
-from mars.hf.focus import add_focus_token, focus_probe, focus_rows, image_token_mask, measure_focus, sample_regions
+from mars.hf.focus import Anchoring, focus_probe, measure_focus, sample_regions
 from mars.hf.log_probs import teacher_forced
-from mars.perception.focus import anchoring_loss
 from mars.training.preflight import skipping_length_limit
 
 # bump when the warm start's result changes for the same inputs (loss, target text, sampling of batches)
@@ -248,11 +246,11 @@ def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> tuple[list[fl
     processor = AutoProcessor.from_pretrained(str(cfg.actor_rollout_ref.model.path))
     tokenizer = processor.tokenizer
     model = AutoModelForImageTextToText.from_pretrained(str(cfg.actor_rollout_ref.model.path), dtype=torch.float32)
+    merge = int(processor.image_processor.merge_size)
     focus = focus_settings(cfg)
-    focus_id = add_focus_token(model, tokenizer, focus["token"]) if focus else None
+    anchoring = Anchoring(focus, model, tokenizer, merge) if focus else None  # before the move: it may add a row
     model = model.to(device).train()
     encoder, images = MultimodalEncoder(processor), ImageCache(processor.image_processor)
-    merge = int(processor.image_processor.merge_size)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     eos_ids = eos_token_ids(model, tokenizer)
     eos = tokenizer.convert_ids_to_tokens(sorted(eos_ids)[0])
@@ -266,34 +264,32 @@ def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> tuple[list[fl
             ids = tokenizer(stage.targets[i] + eos, add_special_tokens=False)["input_ids"]
             prompt = encoder.encode([sample.messages], images)[0]
             mask = None
-            if focus:
-                ids = [focus_id, *ids]
-                mask = image_token_mask(prompt, sample_regions(sample.extra_info, sample.ground_truth),
-                                        sample.extra_info.get("image_size"), merge)
+            if anchoring:
+                ids, mask = anchoring.target(ids, prompt, sample)
             encoded[s, i] = (prompt, torch.tensor(ids), mask)
             if len(encoded) > 4096:  # a big dataset: bounded memory, re-encoding what falls out
                 encoded.pop(next(iter(encoded)))
         return encoded[s, i]
 
-    def measured() -> dict[str, float]:
-        was_training = model.training
+    def measured() -> dict[str, float]:  # where the focus token looks on the validation prompts with regions
         model.eval()
-        result = measure_focus(model, *probe, focus_id, focus["layer"], device, pad_id, lambda: autocast_for(device))
-        model.train(was_training)
+        result = measure_focus(model, *probe, anchoring.focus_id, anchoring.layer, device, pad_id,
+                               lambda: autocast_for(device))
+        model.train()
         return result
 
     focus_report: dict[str, Any] = {}
-    if focus:
-        pairs = [(sample.extra_info, sample.ground_truth) for stage in stages for sample in stage.samples]
-        with_regions = sum(bool(sample_regions(*pair)) for pair in pairs)
-        write(f"SFT warm start: the focus token {focus['token']} opens every target; its attention (layer "
-              f"{focus['layer']}) is anchored on the {with_regions} of {len(pairs)} training prompts with regions"
-              + ("" if with_regions else " (none: extra_info.regions or grounding boxes; data built by an older "
-                 "MARS has none, remove it to build it again)"))
+    if anchoring:
         from mars.data.samples import load_samples
 
-        validation = load_samples(cfg.data.val_files, str(cfg.mars.get("on_bad_row", "error")))
-        probe = focus_probe(validation, encoder, images, merge)
+        pairs = [(sample.extra_info, sample.ground_truth) for stage in stages for sample in stage.samples]
+        with_regions = sum(bool(sample_regions(*pair)) for pair in pairs)
+        write(f"SFT warm start: the focus token {anchoring.token} opens every target; its attention (layer "
+              f"{anchoring.layer}) is anchored on the {with_regions} of {len(pairs)} training prompts with regions"
+              + ("" if with_regions else " (none: extra_info.regions or grounding boxes; data built by an older "
+                 "MARS has none, remove it to build it again)"))
+        probe = focus_probe(load_samples(cfg.data.val_files, str(cfg.mars.get("on_bad_row", "error"))), encoder,
+                            images, merge)
         focus_report["before"] = measured()
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=float(sft.lr))
@@ -307,20 +303,17 @@ def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> tuple[list[fl
         prompts, answers, masks = zip(*(encode(s, int(i)) for i in idx))
         width = max(len(a) for a in answers)
         optimizer.zero_grad(set_to_none=True)
-        with layer_input(model, focus["layer"]) if focus else contextlib.nullcontext() as kept:
+        with anchoring.recording(model) if anchoring else contextlib.nullcontext() as kept:
             log_probs, targets, valid, _, batch = teacher_forced(
                 model, prompts, answers, np.arange(len(answers)), width, device, pad_id, temperature,
                 lambda: autocast_for(device))
         log_prob = log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * valid
         loss = answer_loss = -log_prob.sum() / sum(len(a) for a in answers)
         shown = {}
-        if focus and any(m is not None for m in masks):
-            prompt_lens = torch.tensor([p.input_ids.shape[1] for p in prompts], device=device)
-            rows = focus_rows(kept, batch, prompt_lens)
-            anchoring = torch.stack([anchoring_loss(row, m.to(row.device)) for row, m in zip(rows, masks)
-                                     if m is not None]).mean()
-            loss = loss + focus["weight"] * anchoring
-            anchoring_losses.append(anchoring.item())
+        focus_loss = anchoring.loss(kept, batch, prompts, masks) if anchoring else None
+        if focus_loss is not None:
+            loss = loss + anchoring.weight * focus_loss
+            anchoring_losses.append(focus_loss.item())
             shown["anchoring"] = f"{anchoring_losses[-1]:.3f}"
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -328,7 +321,7 @@ def _train(cfg: Any, stages: Sequence[Stage], out: Path, write) -> tuple[list[fl
         losses.append(answer_loss.item())  # the answer's loss alone: comparable with and without anchoring
         bar.update(loss=f"{losses[-1]:.3f}", **shown)
     bar.close()
-    if focus:
+    if anchoring:
         focus_report["after"] = measured()
         if anchoring_losses:  # cross-entropy to the normalised box mask: its floor is the mask's entropy, not 0
             focus_report["anchoring_loss_first"] = anchoring_losses[0]
