@@ -55,7 +55,7 @@ def image_token_mask(prompt: PromptInputs, regions: Sequence[Sequence[float]], i
     boxes in every image: the sources of a row are aligned). None without regions, image size or images, when no
     token overlaps the regions (boxes outside the image), or when the prompt's image tokens do not match its
     grids."""
-    if not regions or not image_size or prompt.image_grid_thw is None:
+    if not regions or image_size is None or len(image_size) < 2 or prompt.image_grid_thw is None:
         return None
     mask = torch.cat([box_token_mask(regions, (int(image_size[0]), int(image_size[1])), grid.tolist(), merge)
                       for grid in prompt.image_grid_thw])
