@@ -51,6 +51,9 @@ def test_the_in_box_mask_covers_each_images_tokens_in_order(tiny_model_dir, ir_d
     assert len(prompt.image_grid_thw) == 2 and int((prompt.mm_token_type_ids == 1).sum()) == len(mask)
     assert torch.equal(mask, torch.cat([per_image, per_image]))  # visible and infrared are aligned
     assert 0 < int(mask.sum()) < len(mask)
+    import numpy as np
+
+    assert torch.equal(image_token_mask(prompt, regions, np.array(sample.extra_info["image_size"]), 2), mask)  # verl
     assert image_token_mask(prompt, [], sample.extra_info["image_size"], 2) is None
     assert image_token_mask(prompt, [[500.0, 500.0, 600.0, 600.0]], sample.extra_info["image_size"], 2) is None  # outside
 
