@@ -35,6 +35,17 @@ def add_focus_token(model, tokenizer, token: str) -> int:
     return focus_id
 
 
+def focus_token_id(tokenizer, token: str) -> int | None:
+    """The focus token's id, None when the tokenizer does not have it (no anchoring stage built this model)."""
+    focus_id = tokenizer.convert_tokens_to_ids(token)
+    return None if focus_id is None or focus_id == tokenizer.unk_token_id else int(focus_id)
+
+
+def as_metrics(measured: dict[str, float]) -> dict[str, float]:
+    """``measure_focus``'s result under the names both engines log: ``perception/focus_in_box``, ``..._uniform``."""
+    return {f"perception/{key}": value for key, value in measured.items() if key != "prompts"}
+
+
 def sample_regions(extra_info: dict[str, Any], ground_truth: Any) -> list[list[float]]:
     """The boxes a sample's focus should look at: ``extra_info.regions``, else a grounding answer's own boxes."""
     regions = extra_info.get("regions")
@@ -147,4 +158,4 @@ class Anchoring:
         return torch.stack([anchoring_loss(row, m.to(device)) for row, m in zip(rows, masks) if m is not None]).mean()
 
 
-__all__ = ["Anchoring", "add_focus_token", "focus_probe", "focus_rows", "image_token_mask", "measure_focus", "sample_regions"]
+__all__ = ["Anchoring", "add_focus_token", "as_metrics", "focus_probe", "focus_token_id", "focus_rows", "image_token_mask", "measure_focus", "sample_regions"]

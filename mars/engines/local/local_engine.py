@@ -203,21 +203,21 @@ class LocalEngine:
     def focus_metrics(self, samples, token: str, layer: int) -> dict[str, float]:
         """Faithful-MR1's ``perception/focus_in_box`` and ``perception/focus_in_box_uniform`` on ``samples`` (those
         with regions, up to 64; ``mars.hf.focus``); empty when the model has no focus token."""
-        from mars.hf.focus import focus_probe, measure_focus
+        from mars.hf.focus import as_metrics, focus_probe, focus_token_id, measure_focus
 
-        focus_id = self.tokenizer.convert_tokens_to_ids(token)
-        if focus_id is None or focus_id == self.tokenizer.unk_token_id:
+        focus_id = focus_token_id(self.tokenizer, token)
+        if focus_id is None:
             return {}
         if self._focus_probe is None:  # the validation prompts do not change: encoded once
             self._focus_probe = focus_probe(samples, self.encoder, ImageCache(self.processor.image_processor),
                                             int(self.processor.image_processor.merge_size))
         self.model.eval()
         try:
-            result = measure_focus(self.model, *self._focus_probe, int(focus_id), layer, self.device, self.pad_id,
+            result = measure_focus(self.model, *self._focus_probe, focus_id, layer, self.device, self.pad_id,
                                    self._autocast)
         finally:
             self.model.train()
-        return {f"perception/{key}": value for key, value in result.items() if key != "prompts"}
+        return as_metrics(result)
 
     # ------------------------------------------------------------------------------------------ update
 

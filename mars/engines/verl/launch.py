@@ -244,16 +244,14 @@ def prepare_config(config: Any, write=print) -> bool:
 
 
 def validate_quietly(config: Any) -> None:
-    """verl's ``validate_config``, without its success line and its notice that GRPO-style estimators need no critic
-    (both said to every MARS run); a bad value still raises verl's error."""
+    """verl's ``validate_config`` without its success line (said to every run); a bad value still raises verl's
+    error. Its notice that MARS's estimators need no critic is silenced in every process (``mars.verl_plugin``)."""
     import io
-    import warnings
 
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.filterwarnings("ignore", message="Disabled critic as algorithm.adv_estimator", category=UserWarning)
+    with contextlib.redirect_stdout(io.StringIO()):
         validate_config(config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
 
 

@@ -52,22 +52,20 @@ def add_mask_fields(data: Any, group_ids: Sequence[str], sources: Sequence[Seque
     data.non_tensor_batch[SOURCES_KEY] = names
 
 
-def _row_value(value: Any) -> Any:
-    return getattr(value, "data", value)  # tensordict wraps a row's non-tensor value in NonTensorData
-
-
 def masked_pixel_values(micro_batch: Any, setup: PapoSetup) -> torch.Tensor:
     """The micro-batch's pixel values, row after row as verl concatenates them, each row's images masked."""
+    from verl.utils.tensordict_utils import unwrap_non_tensor_data
+
     black_row, merge, patch = setup.geometry
     side = setup.view.region_side(patch)
     inputs, sources, seeds = micro_batch["multi_modal_inputs"], micro_batch[SOURCES_KEY], micro_batch[SEED_KEY]
     parts = []
     for i in range(len(seeds)):
-        row = _row_value(inputs[i])
+        row = unwrap_non_tensor_data(inputs[i])
         if not isinstance(row, dict) or row.get("pixel_values") is None:
             continue
         parts.append(alter_pixel_values(row["pixel_values"], torch.as_tensor(row["image_grid_thw"]),
-                                        list(_row_value(sources[i]) or ()), setup.view, black_row, merge,
+                                        list(unwrap_non_tensor_data(sources[i]) or ()), setup.view, black_row, merge,
                                         int(seeds[i]), side))
     return torch.cat(parts)
 

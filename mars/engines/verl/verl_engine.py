@@ -253,12 +253,12 @@ class VerlEngine:
     def focus_metrics(self, samples, token: str, layer: int) -> dict[str, float]:
         """Faithful-MR1's ``perception/focus_in_box`` and its uniform share on ``samples`` (those with regions, up
         to 64), on the actor workers (``compute_focus_metrics``); empty when the model has no focus token."""
-        from mars.hf.focus import focus_probe
+        from mars.hf.focus import as_metrics, focus_probe, focus_token_id
         from mars.processing import ImageCache, MultimodalEncoder
 
         tokenizer, processor = self.trainer.tokenizer, self.trainer.processor
-        focus_id = tokenizer.convert_tokens_to_ids(token)
-        if focus_id is None or focus_id == tokenizer.unk_token_id:
+        focus_id = focus_token_id(tokenizer, token)
+        if focus_id is None:
             return {}
         if self._focus_probe is None:  # the validation prompts do not change: encoded once
             self._focus_probe = focus_probe(samples, MultimodalEncoder(processor),
@@ -267,11 +267,10 @@ class VerlEngine:
         prompts, masks = self._focus_probe
         if not prompts:
             return {}
-        job = {"prompts": prompts, "masks": masks, "focus_id": int(focus_id), "layer": int(layer),
+        job = {"prompts": prompts, "masks": masks, "focus_id": focus_id, "layer": int(layer),
                "pad_id": int(tokenizer.pad_token_id or 0)}
         self._sleep_rollout()
-        result = self.trainer.actor_rollout_wg.compute_focus_metrics(job)[0]
-        return {f"perception/{key}": value for key, value in result.items() if key != "prompts"}
+        return as_metrics(self.trainer.actor_rollout_wg.compute_focus_metrics(job)[0])
 
     # ------------------------------------------------------------------------------------------ update
 
