@@ -6,10 +6,16 @@ Five engines start from the same tiny model (random init, no download) and see t
 per-step seeds; before every step each engine is put back to the starting weights, so every arm generates the same
 rollouts, and the arms alternate step by step so machine noise hits them alike. Reported: the median step time of
 each arm, its ratio to GRPO (targets: VGPO <= 1.10x, one extra forward (VPPO; PAPO's forward carries gradient)
-<= 1.6x; SRPO's two no-gradient forwards have none), the old-log-prob and update phases, and the memory a step needs, measured in a fresh process per arm
+<= 1.6x; SRPO's two no-gradient forwards and Faithful-MR1's causal maps have none), the old-log-prob and update
+phases, and the memory a step needs, measured in a fresh process per arm
 (the peak resident memory during one step above the memory held before it, Linux only), and what each arm adds to
 GRPO's. ``perception.log_sources`` is off here: its one
 no-gradient pass per source is an option, not part of a method's cost.
+
+Faithful-MR1 at its most expensive: its causal maps are computed for each group with a correct answer, and a random
+model answers nothing correctly, so its arm scores every answer correct (a constant reward: every group gets a map,
+``cells^2 + 1`` copies of its prompt in one forward) and reads the focus attention at a token of the vocabulary the
+random model has (it has no ``<Focus>``; the attention rows cost the same wherever the token is).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from pathlib import Path
 
 import torch
 
-METHODS = ("none", "vgpo", "vppo", "papo", "srpo")
+METHODS = ("none", "vgpo", "vppo", "papo", "srpo", "faithful_mr1")
+CONSTANT_REWARD = "def score(data_source, solution_str, ground_truth, extra_info=None, **kwargs):\n    return 1.0\n"
 
 
 def build(work: Path):
@@ -47,7 +54,12 @@ def arm(method: str, model: Path, work: Path, args, steps: int):
     from mars.training.prompts import PromptSampler
     from mars.training.settings import StepSettings
 
-    cfg = finalize_config(compose_config("mars_trainer", [
+    extra = []
+    if method == "faithful_mr1":  # every group with a causal map (module docstring)
+        (work / "constant_reward.py").write_text(CONSTANT_REWARD)
+        extra = [f"reward.custom_reward_function.path={work / 'constant_reward.py'}",
+                 "reward.custom_reward_function.name=score", "mars.sft_warmup.focus.token=the"]
+    cfg = finalize_config(compose_config("mars_trainer", [*extra,
         f"actor_rollout_ref.model.path={model}", "algorithm.adv_estimator=grpo", f"perception={method}",
         "perception.log_sources=false", f"data.train_batch_size={args.batch}", f"actor_rollout_ref.rollout.n={args.n}",
         f"data.max_response_length={args.response_length}", "actor_rollout_ref.actor.ppo_mini_batch_size=4",
@@ -57,7 +69,7 @@ def arm(method: str, model: Path, work: Path, args, steps: int):
     engine = LocalEngine(cfg, steps, write=lambda *a, **k: None)
     samples = load_samples(str(work / "data" / "train.parquet"))
     return dict(engine=engine, settings=StepSettings.from_config(cfg), sampler=PromptSampler(samples, args.batch, seed=0),
-                start=copy.deepcopy(engine.state_dict()), times=[], old=[], update=[])
+                start=copy.deepcopy(engine.state_dict()), times=[], old=[], update=[], maps=[])
 
 
 def run_step(run, step: int) -> None:
@@ -70,6 +82,7 @@ def run_step(run, step: int) -> None:
     run["times"].append(metrics["timing_s/step"])
     run["old"].append(metrics["timing_s/old_log_prob"])
     run["update"].append(metrics["timing_s/update_actor"])
+    run["maps"].append(metrics.get("perception/faithful/causal_maps", 0.0))
 
 
 def status_kib(key: str) -> int:
@@ -126,14 +139,17 @@ def main() -> None:
     print(f"local engine, tiny Qwen2.5-VL, CPU, 1 thread: {args.batch} prompts x n={args.n}, visible + infrared, "
           f"{args.response_length} new tokens max; median of {args.steps} steps per arm, arms alternating; "
           f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"  {'arm':<6} {'step s':>8} {'ratio':>7} {'target':>7} {'old-log-prob s':>15} {'update s':>9} "
+    print(f"  {'arm':<12} {'step s':>8} {'ratio':>7} {'target':>7} {'old-log-prob s':>15} {'update s':>9} "
           f"{'step peak MiB':>14} {'added MiB':>10}")
     for method in METHODS:
         m = median[method]
         target = f"<= {targets[method]:.2f}" if method in targets else ""
-        print(f"  {method if method != 'none' else 'grpo':<6} {m['times']:>8.3f} {m['times'] / base:>7.3f} "
+        print(f"  {method if method != 'none' else 'grpo':<12} {m['times']:>8.3f} {m['times'] / base:>7.3f} "
               f"{target:>7} {m['old']:>15.3f} {m['update']:>9.3f} {memory[method]:>14.1f} "
               f"{memory[method] - memory['none']:>10.1f}")
+    maps = statistics.median(runs["faithful_mr1"]["maps"][1:])
+    print(f"  faithful_mr1: {maps:.0f} causal maps a step (of {args.batch} prompts), "
+          f"{runs['faithful_mr1']['settings'].perception.cells ** 2 + 1} copies each")
 
 
 if __name__ == "__main__":

@@ -51,7 +51,9 @@ def main(rows_file, model_dir, out_file):
 
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from mars.engines.verl.perception import gather_results, rows_as_prompt_inputs, run_job, split_job
+    from mars.engines.verl.perception import (gather_results, rows_as_prompt_inputs, run_causal_job, run_focus_job,
+                                              run_job, split_job)
+    from mars.hf.focus import answer_token_masks, focus_job
     from mars.hf.perception import image_geometry
 
     saved = torch.load(rows_file, weights_only=False)
@@ -73,14 +75,31 @@ def main(rows_file, model_dir, out_file):
         "similarity": request.similarity, "geometry": image_geometry(processor.image_processor),
         "seed": request.seed, "step": request.step, "position_ids": positions,
     }
+    focus = focus_job(processor.tokenizer, request.focus)
+    job["focus"] = focus
     jobs, n = split_job(job, 2)
     verl = gather_results([run_job(model, j, nullcontext) for j in jobs], n)
+    asked = list(request.focus.causal_rows)
+    causal = {key: job[key] for key in ("width", "pad_id", "temperature", "geometry")}
+    causal.update(cells=focus.cells, prompts=[prompts[i] for i in asked], responses=[responses[i] for i in asked],
+                  position_ids=[positions[i] for i in asked],
+                  answer_masks=list(answer_token_masks([responses[i] for i in asked], processor.tokenizer,
+                                                       job["width"])))
+    jobs, n_causal = split_job(causal, 2)
+    verl.update(gather_results([run_causal_job(model, j, nullcontext) for j in jobs], n_causal))
+    from mars.hf.focus import as_metrics, focus_probe
+    from mars.processing import ImageCache, MultimodalEncoder
+
+    probe_prompts, masks = focus_probe(saved["val"], MultimodalEncoder(processor), ImageCache(processor.image_processor),
+                                       int(processor.image_processor.merge_size))
+    measured = as_metrics(run_focus_job(model, {"prompts": probe_prompts, "masks": masks, "focus_id": focus.focus_id,
+                                                "layer": -1, "pad_id": pad_id}))
     diffs = {}
     for key, value in local.items():
         width = value.shape[1]
         diffs[key] = float((verl[key][:, :width] - value).abs().max())
         diffs[key + "/beyond"] = float(verl[key][:, width:].abs().max()) if verl[key].shape[1] > width else 0.0
-    json.dump({"diffs": diffs, "keys": sorted(verl), "rows": n}, open(out_file, "w"))
+    json.dump({"diffs": diffs, "keys": sorted(verl), "rows": n, "focus": measured}, open(out_file, "w"))
 
 
 if __name__ == "__main__":

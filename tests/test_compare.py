@@ -27,6 +27,10 @@ def test_default_arms_and_arm_specs():
     assert arms[1].name == "mine" and arms[1].overrides[-1] == "trainer.project_name=a b"
     with pytest.raises(ValueError, match="unknown arm"):
         select_arms(["nope"])
+    # an arm --arm defines may be named in --arms: only the named arms run, in that order
+    arms = select_arms(["mine", "grpo"], ["mine: perception=faithful_mr1"])
+    assert [(a.name, a.overrides) for a in arms] == [("mine", ["perception=faithful_mr1"]),
+                                                      ("grpo", ["algorithm.adv_estimator=grpo"])]
     with pytest.raises(ValueError, match="NAME"):
         parse_arm_spec("no colon here")
     opts = parse(["--seeds", "3,4", "--arms=grpo,grpo_mars", "--quiet", "x.y=1"])

@@ -45,6 +45,24 @@ def test_patch_rows_is_the_processors_layout(image_processor):
         assert differs == [int(patch_rows(grid, merge)[0, y, x])]
 
 
+def test_masking_a_grid_region_blacks_exactly_its_tokens_patches():
+    """Faithful-MR1's masked copies: the patch rows of the region's tokens, and only they, take the black row."""
+    from mars.perception.focus import grid_regions
+    from mars.perception.views import mask_tokens
+
+    grids, merge = [(1, 4, 8), (1, 4, 8)], 2  # two aligned images, 2 x 4 tokens each
+    pixels = torch.arange(64 * 3, dtype=torch.float32).view(64, 3)
+    region = grid_regions(grids, merge, 2)[1]  # the top-right quarter: tokens (0, 2), (0, 3) of each image
+    out = mask_tokens(pixels, region, torch.full((3,), -1.0), merge)
+    rows = patch_rows(grids[0], merge)[0]  # (h, w) patch -> row, image 0; image 1 adds 32
+    expected = torch.zeros(64, dtype=torch.bool)
+    for offset in (0, 32):
+        expected[(rows[:2, 4:] + offset).flatten()] = True  # patches of token row 0, token columns 2-3
+    assert (out == -1.0).all(dim=1).equal(expected) and out[~expected].equal(pixels[~expected])
+    with pytest.raises(ValueError, match="patch rows"):
+        mask_tokens(pixels[:60], region, torch.full((3,), -1.0), merge)
+
+
 def test_a_blank_view_equals_the_anchors_blank_variant(image_processor, tiny_model_dir, ir_data_dir):
     """Blanking a source on pixel values = processing the prompt whose other slot shows a black picture."""
     from transformers import AutoProcessor
@@ -230,6 +248,8 @@ def test_source_dependency_averages_over_the_rows_showing_the_source():
     (dict(view="drop_source"), "perception.source"), (dict(mask_ratio=1.0), "perception.mask_ratio=1.0"),
     (dict(token_share=0.0), "perception.token_share"), (dict(scale_min=1.2), "scale_min"),
     (dict(gamma=1.5), "perception.gamma"), (dict(patch_size=-14), "perception.patch_size"),
+    (dict(cells=0), "perception.cells=0"), (dict(cells=5), "perception.cells=5"), (dict(cells=2.5), "perception.cells"),
+    (dict(focus_reward=-0.1), "perception.focus_reward"), (dict(attention="answer"), "perception.attention=answer"),
 ])
 def test_bad_settings_name_the_key(values, key):
     problems = perception_problems(PerceptionSettings(**values))

@@ -1,6 +1,8 @@
 """Parity of the perception pass on the two engines: the same rows give the same similarity, log-probs and
-per-token KL through the local engine and through the verl engine's code path (the driver's conversion of verl's
-DataProto layout, two ranks, verl's monkey-patched Qwen-VL forward with verl's own mRoPE positions).
+per-token KL (SRPO's no-image view among them), Faithful-MR1's focus attention per region, causal maps and validation
+measurement (``focus_in_box``), through the local engine and through the verl engine's code path (the driver's
+conversion of verl's DataProto layout, two ranks, verl's monkey-patched Qwen-VL forward with verl's own mRoPE
+positions).
 
 What this does not run: FSDP sharding and Ray (``test_verl_cpu_e2e.py`` trains ``perception=vppo`` through them),
 bf16 autocast on a GPU."""
@@ -17,7 +19,7 @@ import pytest
 import torch
 
 from mars.perception.views import AlteredView
-from mars.training.interface import PerceptionRequest
+from mars.training.interface import FocusRequest, PerceptionRequest
 
 from tests.test_engine_parity import _rollouts
 from tests.test_local_engine import tiny_cfg
@@ -32,26 +34,43 @@ def test_both_engines_give_the_same_perception_signals(tiny_model_dir, ir_data_d
                    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4")
     engine = LocalEngine(cfg, total_steps=1)
     rows = _rollouts(cfg, engine)
+    # Faithful-MR1's focus attention and causal maps: a token the responses hold stands for the focus token
+    focus_token = engine.tokenizer.convert_ids_to_tokens(int(rows.payload.responses[0][1]))
     request = PerceptionRequest(
-        views=(AlteredView("patches", "patches", ratio=0.5), AlteredView("drop_infrared", "blank", source="infrared")),
-        similarity=True, seed=3, step=2)
+        views=(AlteredView("patches", "patches", ratio=0.5), AlteredView("drop_infrared", "blank", source="infrared"),
+               AlteredView("no_image", "no_image")),
+        similarity=True, seed=3, step=2, focus=FocusRequest(focus_token, -1, 2, (0, 2, 3), attention="response"))
     log_probs, signals = engine.compute_log_probs_with_signals(rows, request)
     assert torch.allclose(log_probs, engine.compute_log_probs(rows, "actor"), atol=1e-6)
     assert set(signals) == {"similarity", "log_probs/patches", "kl/patches", "log_probs/drop_infrared",
-                            "kl/drop_infrared"}
+                            "kl/drop_infrared", "log_probs/no_image", "kl/no_image", "focus/attention",
+                            "focus/causal"}
+    assert signals["focus/attention"].shape == (len(rows), 4) and signals["focus/attention"][0].sum() > 0.99
+    assert signals["focus/causal"].shape == (3, 4) and signals["focus/causal"].sum() > 0
     mask = engine.response_mask(rows).bool()
     assert (signals["kl/patches"][mask] > 0).any() and (signals["kl/patches"] >= 0).all()
     assert ((signals["similarity"][mask] >= 0) & (signals["similarity"][mask] <= 1)).all()
 
+    from mars.data.samples import load_samples
+
+    val = load_samples(f"{ir_data_dir}/val.parquet")
+    focus = engine.focus_metrics(val, focus_token, -1)  # the validation measurement, with the stand-in token
+    assert focus["perception/focus_in_box_uniform"] > 0
+
     rows_file, out_file = tmp_path / "rows.pt", tmp_path / "out.json"
-    torch.save({"rows": rows, "request": request, "temperature": engine.temperature, "signals": {"log_probs": log_probs, **signals}}, rows_file)
+    torch.save({"rows": rows, "request": request, "temperature": engine.temperature,
+                "signals": {"log_probs": log_probs, **signals}, "focus": focus, "val": val}, rows_file)
     done = subprocess.run([sys.executable, str(REPO / "tests/perception_parity_job.py"), str(rows_file),
                            str(tiny_model_dir), str(out_file)], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     result = json.loads(out_file.read_text())
     assert result["rows"] == len(rows)
+    assert {"focus/attention", "focus/causal", "log_probs/no_image"} <= set(result["diffs"])
     for key, diff in result["diffs"].items():
         assert diff < 1e-4, (key, diff, result["diffs"])
+    assert set(result["focus"]) == set(focus) == {"perception/focus_in_box", "perception/focus_in_box_uniform"}
+    for key, value in result["focus"].items():  # the focus measurement through the worker's function
+        assert value == pytest.approx(focus[key], abs=1e-5), (key, value, focus)
 
 
 def test_a_papo_update_gives_the_same_numbers_on_both_engines(tiny_model_dir, ir_data_dir, tmp_path):

@@ -247,18 +247,25 @@ def test_perception_methods_train_on_verl(tmp_path, method):
     assert ray_processes() == []
 
 
-def test_the_focus_tokens_attention_is_measured_on_verl(tmp_path):
-    """Faithful-MR1's anchoring stage (the warm start, shared with the local engine) and ``perception/focus_in_box``
-    at each validation, from MARS's actor worker method on the FSDP module (verl's patched forward, its positions)."""
-    done = mars_train(tmp_path, "mars.sft_warmup.focus.enable=true", "trainer.total_training_steps=1",
+def test_faithful_mr1_trains_on_verl_and_the_focus_tokens_attention_is_measured(tmp_path):
+    """``perception=faithful_mr1`` on verl: its anchoring stage (the warm start, shared with the local engine),
+    ``perception/focus_in_box`` at each validation (MARS's actor worker method on the FSDP module, verl's patched
+    forward and positions), the reinforcing stage's focus attention from the perception pass and its causal maps
+    from ``compute_causal_maps``."""
+    done = mars_train(tmp_path, "perception=faithful_mr1", "trainer.total_training_steps=1",
                       "trainer.experiment_name=focus", "trainer.test_freq=1")
     log = done.stdout + done.stderr
     assert done.returncode == 0, log[-6000:]
     assert "focus token's attention inside the regions" in log
-    validated = [h for h in metrics(tmp_path / "outputs/embedded/runs/focus") if "val/reward" in h]
+    assert "compute_causal_maps" not in log and "compute_perception_signals" not in log  # no worker error
+    history = metrics(tmp_path / "outputs/embedded/runs/focus")
+    validated = [h for h in history if "val/reward" in h]
     assert [h["step"] for h in validated] == [0, 1]
     for h in validated:
         assert 0 <= h["perception/focus_in_box"] <= 1 and 0 < h["perception/focus_in_box_uniform"] < 1
+    step = [h for h in history if "perception/faithful/bonus" in h][0]
+    assert 0 <= step["perception/faithful/bonus"] <= 1 and 0 <= step["perception/faithful/with_focus_share"] <= 1
+    assert (step["perception/faithful/causal_maps"] >= 1) == (step["perception/faithful/correct_share"] > 0)
     assert ray_processes() == []
 
 

@@ -7,7 +7,7 @@
     dapo, dapo_mars, dapo_nk    the same three with ``preset=dapo``
 
 Known beside the six, run when named: the perception-aware methods (docs/methods.md), each with GRPO and with
-GRPO+MARS: ``grpo_vgpo``, ``grpo_papo``, ``grpo_vppo``, ``grpo_srpo``, and ``grpo_mars_`` + each.
+GRPO+MARS: ``grpo_vgpo``, ``grpo_papo``, ``grpo_vppo``, ``grpo_srpo``, ``grpo_faithful_mr1``, and ``grpo_mars_`` + each.
 
 n is the config's ``actor_rollout_ref.rollout.n`` (after the overrides for every arm); K is the number of anchors
 a training prompt gets (sources selected by ``mars.anchor_sources`` x ``mars.anchor.n``), read from the data.
@@ -32,15 +32,17 @@ DEFAULT_ARMS: dict[str, list[str]] = {
     "dapo_mars": ["preset=dapo", f"{ESTIMATOR}=mars"],
     "dapo_nk": ["preset=dapo", f"{ESTIMATOR}=grpo", f"{ROLLOUT_N}={{n_plus_k}}"],
 }
+PERCEPTION_LABELS = {"vgpo": "VGPO", "papo": "PAPO", "vppo": "VPPO", "srpo": "SRPO", "faithful_mr1": "Faithful-MR1"}
 PERCEPTION_ARMS: dict[str, list[str]] = {
     f"grpo{mars}_{method}": [f"{ESTIMATOR}={'mars' if mars else 'grpo'}", f"perception={method}"]
-    for mars in ("", "_mars") for method in ("vgpo", "papo", "vppo", "srpo")
+    for mars in ("", "_mars") for method in PERCEPTION_LABELS
 }
 KNOWN_ARMS = {**DEFAULT_ARMS, **PERCEPTION_ARMS}
 LABELS = {"grpo": "GRPO n={n}", "grpo_mars": "GRPO+MARS n={n} K={k}", "grpo_nk": "GRPO n+K={n_plus_k}",
           "dapo": "DAPO n={n}", "dapo_mars": "DAPO+MARS n={n} K={k}", "dapo_nk": "DAPO n+K={n_plus_k}",
-          **{name: ("GRPO+MARS" if "_mars_" in name else "GRPO") + "+" + name.rsplit("_", 1)[1].upper()
-             + (" n={n} K={k}" if "_mars_" in name else " n={n}") for name in PERCEPTION_ARMS}}
+          **{f"grpo{mars}_{method}": ("GRPO+MARS+" if mars else "GRPO+") + label
+             + (" n={n} K={k}" if mars else " n={n}") for mars in ("", "_mars")
+             for method, label in PERCEPTION_LABELS.items()}}
 
 
 @dataclass
@@ -74,16 +76,20 @@ def parse_arm_spec(spec: str) -> tuple[str, list[str]]:
 
 
 def select_arms(names: Sequence[str] | None, specs: Sequence[str] = ()) -> list[Arm]:
-    """The arms to run: ``names`` among the known arms (the default six when None), then every ``--arm`` spec, which
-    adds its overrides to a known arm of that name or defines a new arm."""
+    """The arms to run: ``names`` among the known arms and the arms ``specs`` define (the default six when None),
+    then every ``--arm`` spec, which adds its overrides to a known arm of that name or defines a new arm."""
+    parsed = [parse_arm_spec(spec) for spec in specs]
+    defined = {name for name, _ in parsed}
     arms: dict[str, Arm] = {}
     for name in names if names is not None else list(DEFAULT_ARMS):
-        if name not in KNOWN_ARMS:
+        if name in KNOWN_ARMS:
+            arms[name] = Arm(name, list(KNOWN_ARMS[name]), LABELS[name])
+        elif name in defined:
+            arms[name] = Arm(name, [], name)
+        else:
             raise ValueError(f"unknown arm {name!r}: known arms are {', '.join(KNOWN_ARMS)}; define a new one "
                              f"with --arm '{name}: KEY=VALUE ...'")
-        arms[name] = Arm(name, list(KNOWN_ARMS[name]), LABELS[name])
-    for spec in specs:
-        name, overrides = parse_arm_spec(spec)
+    for name, overrides in parsed:
         if name in arms:
             arms[name].overrides += overrides
         elif name in KNOWN_ARMS:

@@ -9,8 +9,9 @@ same command again skips complete runs and resumes interrupted ones, so a compar
   --out DIR          the comparison folder (default outputs/compare/default)
   --seeds LIST       comma-separated seeds (default 0,1,2,3,4); each seed is a data order, an RL seed and a warm start
   --arms LIST        arms by name (default the six: grpo, grpo_mars, grpo_nk, dapo, dapo_mars, dapo_nk); also known:
-                     grpo_vgpo, grpo_papo, grpo_vppo, grpo_srpo and grpo_mars_<each> (docs/methods.md)
-  --arm 'NAME: K=V'  overrides for one arm (a default one, or a new arm of that name); repeatable
+                     grpo_vgpo, grpo_papo, grpo_vppo, grpo_srpo, grpo_faithful_mr1 and grpo_mars_<each> (docs/methods.md)
+  --arm 'NAME: K=V'  overrides for one arm (a default one, or a new arm of that name, which --arms may then name);
+                     repeatable
   --config-name N    the config to start from (default: embedded_interference, the same as mars train)
   --quiet            no per-step lines of the runs
   --report-only      train nothing: write the folder from the runs already complete (a comparison stopped early)

@@ -10,11 +10,16 @@ the FSDP module), so the numbers are computed by one piece of code. For the rows
     each view         the same sequences with the images altered (``mars.perception.views``): the sampled tokens'
                       log-probs ``log_probs/<view>``, the full-vocabulary KL(real || altered) per token ``kl/<view>``
 
+    focus/attention   Faithful-MR1: each row's attention shares over the grid regions (its focus token's, or its
+                      response's from the focus token on), from the real forward's recorded layer
+                      (``mars.hf.focus.focus_region_attention``)
+
 and, without a forward, SRPO's role of each response token (``response_roles``), from its text.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Sequence
 
@@ -22,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mars.hf.attention import layer_input
+from mars.hf.focus import FocusJob, focus_region_attention
 from mars.hf.log_probs import teacher_forced
 from mars.perception.views import AlteredView, alter_pixel_values, view_seed
 from mars.processing import PromptInputs
@@ -85,19 +92,24 @@ def perception_signals(model, prompts: Sequence[PromptInputs], responses: Sequen
                        sources: Sequence[Sequence[str]], group_ids: Sequence[str], width: int, micro_batch: int,
                        device: torch.device, pad_id: int, temperature: float, autocast, views: Sequence[AlteredView],
                        similarity: bool, geometry: tuple, seed: int, step: int,
-                       position_ids: Sequence[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """The signals of the module docstring for every row, (B, width) each, zeros past each response.
-    ``position_ids``: per row, where the model's forward wants them given (``teacher_forced``)."""
+                       position_ids: Sequence[torch.Tensor] | None = None,
+                       focus: FocusJob | None = None) -> dict[str, torch.Tensor]:
+    """The signals of the module docstring for every row, (B, width) each, zeros past each response (but
+    ``focus/attention``: (B, regions)). ``position_ids``: per row, where the model's forward wants them given
+    (``teacher_forced``). ``focus``: Faithful-MR1's focus token, layer and grid."""
     n = len(prompts)
     altered = {view.name: altered_prompts(prompts, sources, group_ids, view, geometry, seed, step) for view in views}
     parts: dict[str, list[torch.Tensor]] = {}
     size = max(int(micro_batch or n), 1)
     for start in range(0, n, size):
         rows = np.arange(start, min(start + size, n))
-        log_probs, targets, valid, hidden, batch = teacher_forced(
-            model, prompts, responses, rows, width, device, pad_id, temperature, autocast, hidden_states=similarity,
-            position_ids=position_ids)
+        with (layer_input(model, focus.layer) if focus else nullcontext()) as kept:
+            log_probs, targets, valid, hidden, batch = teacher_forced(
+                model, prompts, responses, rows, width, device, pad_id, temperature, autocast,
+                hidden_states=similarity, position_ids=position_ids)
         out = {"log_probs": log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * valid}
+        if focus:
+            out["focus/attention"] = focus_region_attention(kept, batch, prompts, responses, rows, focus, geometry[1])
         if similarity:
             prompt_lens = torch.tensor([prompts[i].input_ids.shape[1] for i in rows], device=device)
             out["similarity"] = response_similarity(hidden, batch, prompt_lens, width) * valid

@@ -160,9 +160,11 @@ def warm_start_identity(cfg: Any, stages: Sequence[Stage]) -> dict[str, Any]:
 
 
 def focus_settings(cfg: Any) -> dict[str, Any] | None:
-    """``mars.sft_warmup.focus`` when enabled (Faithful-MR1's anchoring stage): token, weight, layer; else None."""
+    """``mars.sft_warmup.focus`` when enabled, or under ``perception=faithful_mr1`` (Faithful-MR1's anchoring stage):
+    token, weight, layer; else None."""
     focus = (cfg.mars.get("sft_warmup") or {}).get("focus") or {}
-    if not focus.get("enable", False):
+    faithful = (cfg.get("perception", None) or {}).get("name", "none") == "faithful_mr1"  # its first stage
+    if not (focus.get("enable", False) or faithful):
         return None
     return {"token": str(focus.get("token", "<Focus>")), "weight": float(focus.get("weight", 1.0)),
             "layer": int(focus.get("layer", -1))}

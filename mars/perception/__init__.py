@@ -5,7 +5,8 @@
     vppo.py     VPPO: the most image-dependent tokens keep their advantage, scaled by the response's dependency
     papo.py     PAPO: the perception-KL and double-entropy terms of the loss
     srpo.py     SRPO (our interpretation): role-aware token weights, perception and reasoning blocks scored apart
-    focus.py    Faithful-MR1 (our interpretation): focus attention in the boxes, anchoring loss, causal map, reward
+    focus.py    Faithful-MR1 (our interpretation): focus attention in the boxes, anchoring loss, grid regions, causal
+                map, the reward bonus for correct answers
     methods.py  the ``perception=<name>`` switch: what a method asks of the engine, and what it makes of it
 
 Where a new perception-aware method goes: a pure function here (its formula and its reason in the docstring, a loop

@@ -6,6 +6,9 @@
     papo   a perception-KL and double-entropy term in the policy loss, on masked images (``papo.py``)
     srpo   role-aware token weights: perception tokens by their visual dependency (masked images), reasoning
            tokens by their consistency with the response's own perception text without the picture (``srpo.py``)
+    faithful_mr1  the anchoring stage (a warm start teaching a focus token where the objects are), then a reward
+           bonus for answer-correct trajectories whose focus attention lies where masking the image changes the
+           answer (``focus.py``): the rewards change, not the token weights
 
 Every method composes with any estimator: the weights multiply the estimator's advantages (A_{i,t} = A_i * w_{i,t})
 after DAPO's filtering, computed on the kept rows, so they stay aligned with their rows by construction. Anchors
@@ -21,15 +24,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from mars.data.samples import run_seed
+from mars.perception.focus import answer_correct, causal_rows, faithful_rewards
 from mars.perception.srpo import PERCEPTION, REASONING, srpo_weights
 from mars.perception.views import AlteredView
 from mars.perception.vgpo import ALPHA_CLAMP, PSI_CLAMP, vgpo_terms
 from mars.perception.vppo import vppo_weights
 
-PERCEPTION_METHODS = ("none", "vgpo", "papo", "vppo", "srpo")
+PERCEPTION_METHODS = ("none", "vgpo", "papo", "vppo", "srpo", "faithful_mr1")
+MAX_CELLS = 4  # faithful_mr1's grid side: at most 16 masked copies of a prompt in its one forward
+FOCUS_ATTENTION = ("focus", "response")  # faithful_mr1: the focus token's attention row, or the response's mean row
 PERCEPTION_VIEWS = ("patches", "drop_source")
 NO_IMAGE = AlteredView("no_image", "no_image")
 
@@ -53,6 +60,11 @@ class PerceptionSettings:
     scale_min: float = 0.9
     scale_max: float = 1.1
     clip: float = 5.0  # srpo: |s_t - b_i| clipped before exp
+    focus_reward: float = 0.5  # faithful_mr1: lambda, the bonus's weight
+    cells: int = 3  # faithful_mr1: the regions, a cells x cells grid over each image
+    attention: str = "focus"  # faithful_mr1: whose attention is rewarded: focus | response
+    focus_token: str = "<Focus>"  # faithful_mr1: mars.sft_warmup.focus.token and .layer (the anchoring stage's)
+    focus_layer: int = -1
     seed: int = 0
 
     @property
@@ -78,6 +90,9 @@ def perception_settings(cfg: Any) -> PerceptionSettings:
     values = {key: node.get(key, getattr(defaults, key)) for key in PerceptionSettings.__dataclass_fields__}
     values["kl_coef"] = float(kl_coef) if kl_coef is not None else (0.01 if dapo else 0.02)
     values["seed"] = run_seed(cfg)  # the run's seed: masks differ between seeds as rollouts do
+    focus = ((cfg.get("mars", {}) or {}).get("sft_warmup", {}) or {}).get("focus", {}) or {}
+    values["focus_token"] = str(focus.get("token", defaults.focus_token))
+    values["focus_layer"] = int(focus.get("layer", defaults.focus_layer))
     return PerceptionSettings(**values)
 
 
@@ -103,6 +118,12 @@ def perception_problems(settings: PerceptionSettings) -> list[str]:
         problems.append(f"perception.token_share={settings.token_share}: valid: a number in (0, 1]")
     if not float(settings.clip) > 0.0:
         problems.append(f"perception.clip={settings.clip}: valid: a number > 0")
+    if settings.attention not in FOCUS_ATTENTION:
+        problems.append(f"perception.attention={settings.attention}: valid: {', '.join(FOCUS_ATTENTION)}")
+    if not float(settings.focus_reward) >= 0.0:
+        problems.append(f"perception.focus_reward={settings.focus_reward}: valid: a number >= 0")
+    if not (isinstance(settings.cells, int) and 1 <= settings.cells <= MAX_CELLS):
+        problems.append(f"perception.cells={settings.cells}: valid: an integer in [1, {MAX_CELLS}]")
     if not 0.0 <= float(settings.scale_min) <= float(settings.scale_max):
         problems.append(f"perception.scale_min={settings.scale_min}, scale_max={settings.scale_max}: "
                         "valid: 0 <= scale_min <= scale_max")
@@ -172,6 +193,19 @@ def token_weights(settings: PerceptionSettings, signals: dict[str, torch.Tensor]
         metrics["perception/with_roles_share"] = float((on_p | on_r).any(dim=-1).double().mean())
         return weights, metrics
     return None, metrics
+
+
+def focus_rewards(settings: PerceptionSettings, rewards: np.ndarray, extras: dict[str, np.ndarray],
+                  group_ids: Sequence, signals: dict[str, torch.Tensor]) -> tuple[np.ndarray, dict[str, float]]:
+    """faithful_mr1's rewards (``focus.faithful_rewards``): each group's causal map is ``focus/causal``'s row for the
+    group's first correct row (``focus.causal_rows``, the rows the step asked maps of); the rewards unchanged for
+    any other method."""
+    if settings.name != "faithful_mr1":
+        return rewards, {}
+    correct = answer_correct(rewards, extras)
+    rows = causal_rows(group_ids, correct)
+    maps = {str(group_ids[row]): signals["focus/causal"][k] for k, row in enumerate(rows)}
+    return faithful_rewards(rewards, correct, group_ids, signals["focus/attention"], maps, settings.focus_reward)
 
 
 def source_dependency(signals: dict[str, torch.Tensor], mask: torch.Tensor, row_sources: Sequence[Sequence[str]],

@@ -86,6 +86,17 @@ def region_mask(h: int, w: int, ratio: float, size: int, generator: torch.Genera
     return grid[:h, :w]
 
 
+def mask_tokens(pixel_values: torch.Tensor, tokens: torch.Tensor, black_row: torch.Tensor, merge: int) -> torch.Tensor:
+    """One prompt's pixel values with the patches of the image tokens in ``tokens`` ((image tokens,) bool, image
+    after image) black: token k is the merge block of patch rows ``k * m^2 .. (k + 1) * m^2 - 1``."""
+    rows = tokens.repeat_interleave(merge * merge)
+    if len(rows) != len(pixel_values):
+        raise ValueError(f"{len(tokens)} image tokens cover {len(rows)} patch rows, pixel_values has {len(pixel_values)}")
+    out = pixel_values.clone()
+    out[rows.to(out.device)] = black_row.to(out.dtype)
+    return out
+
+
 def alter_pixel_values(pixel_values: torch.Tensor, image_grid_thw: torch.Tensor, sources: Sequence[str],
                        view: AlteredView, black_row: torch.Tensor, merge: int, seed: int, side: int = 1) -> torch.Tensor:
     """One prompt's pixel values under ``view``: rows of ``pixel_values`` (its images in order, ``image_grid_thw``

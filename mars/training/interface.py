@@ -111,6 +111,20 @@ class RolloutBatch:
 
 
 @dataclass(frozen=True)
+class FocusRequest:
+    """Faithful-MR1's reinforcing stage (``mars.perception.focus``): ``focus/attention`` (B, cells^2), each row's
+    attention shares over a ``cells x cells`` grid of regions at ``layer`` (``attention``: its focus token's, or its
+    response's from the focus token on), and ``focus/causal``
+    (len(causal_rows), cells^2), the causal maps of the rows ``causal_rows`` (one masked copy per region)."""
+
+    token: str = "<Focus>"
+    layer: int = -1
+    cells: int = 3
+    causal_rows: tuple[int, ...] = ()
+    attention: str = "focus"  # whose attention: the focus token's, or the response's from the focus token on
+
+
+@dataclass(frozen=True)
 class PerceptionRequest:
     """What a perception-aware method asks of the actor's old-log-prob pass, besides the log-probs.
 
@@ -121,6 +135,7 @@ class PerceptionRequest:
     views: tuple[AlteredView, ...] = ()
     similarity: bool = False
     roles: bool = False  # SRPO: each response token's role (perception, reasoning, none) from the output's format
+    focus: FocusRequest | None = None  # Faithful-MR1: focus attention per region, causal maps of the asked rows
     seed: int = 0
     step: int = 0
 

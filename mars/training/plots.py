@@ -1,6 +1,6 @@
 """PNG plots of a run from its metrics.jsonl: rewards, anchor reward per source, information gain and the share of
 groups with MARS-only signal, validation, the validation accuracy per view (fused against each source alone), and
-with Faithful-MR1's anchoring, where the focus token looks.
+with Faithful-MR1, where the focus token looks (and, under ``perception=faithful_mr1``, the bonus it earned).
 
 Two rules: a value measured only at some steps (validation) is drawn as markers at those steps, never as a line
 through steps where nothing was measured; and series that coincide (two sources with equal anchor rewards) stay
@@ -92,7 +92,10 @@ def draw_run(history: Sequence[dict[str, float]]):
                                   ("perception/focus_in_box_uniform", "uniform attention would get", "--")):
             steps, values = _points(history, key)
             ax.plot(steps, values, linestyle=style, marker="o", color="k" if style == "-" else "grey", label=label)
-        ax.set(title="where the focus token looks (validation)", xlabel="step", ylim=(-0.03, 1.03))
+        steps, values = _points(train, "perception/faithful/bonus")  # perception=faithful_mr1: every step
+        if steps:
+            ax.plot(steps, values, color="tab:green", label="causal-map bonus of correct answers (train, x lambda)")
+        ax.set(title="where the focus token looks", xlabel="step", ylim=(-0.03, 1.03))
         legend_below(ax)
     fig.tight_layout()
     return fig

@@ -92,14 +92,22 @@ def data_source_names(files: Any) -> set[str]:
 
 
 def check_perception(cfg: Any, processor: Any) -> None:
-    """Before training: ``perception.source`` is a source of the training data, and ``perception.patch_size`` a
-    multiple of the model's patch. Raises ``SettingsError`` naming the key."""
+    """Before training: ``perception.source`` is a source of the training data, ``perception.patch_size`` a
+    multiple of the model's patch, and faithful_mr1's policy will have its focus token. Raises ``SettingsError``
+    naming the key."""
     from mars.perception.methods import perception_settings
     from mars.training.settings import SettingsError
 
     settings = perception_settings(cfg)
     if settings.name == "none" and not settings.log_sources:
         return
+    if settings.name == "faithful_mr1" and int(cfg.mars.sft_warmup.get("steps", 0) or 0) <= 0:
+        from mars.perception.focus import focus_token_id
+
+        if focus_token_id(processor.tokenizer, settings.focus_token) is None:
+            raise SettingsError([f"perception=faithful_mr1: the model has no focus token {settings.focus_token} and "
+                                 "mars.sft_warmup.steps=0 skips the anchoring stage that adds it; valid: "
+                                 "mars.sft_warmup.steps > 0, or a model trained with it (mars.sft_warmup.focus.token)"])
     if settings.view == "drop_source" and settings.method_view() is not None:
         names = data_source_names(cfg.data.train_files)
         if settings.source not in names:

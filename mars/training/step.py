@@ -5,8 +5,9 @@
     3. filter     (DAPO) keep groups with signal, anchors attached by group id; generate more until the batch is full
     4. log-probs  old (actor) and reference log-probs of the multi-source responses; with ``perception=<method>``
                   the same actor pass also returns what the method needs (similarity, log-probs under altered images)
-    5. advantage  the registered estimator; for ``mars`` with the anchors' rewards and group ids; then the
-                  perception method's token weights, A_{i,t} = A_{i,t} * w_{i,t}
+    5. advantage  the registered estimator (on faithful_mr1's reshaped rewards with that method); for ``mars``
+                  with the anchors' rewards and group ids; then the perception method's token weights,
+                  A_{i,t} = A_{i,t} * w_{i,t}
     6. update     the engine's policy update with verl's policy loss, KL loss and loss aggregation (+ PAPO's term)
 
 Anchors are generated and scored but never trained on: after step 3 they only feed the advantage's statistics
@@ -25,8 +26,10 @@ import torch
 
 from mars.advantage import filter_groups, fusion_diagnostics
 from mars.data.samples import PromptSample
-from mars.perception.methods import signal_views, source_dependency, token_weights
-from mars.training.interface import Engine, PerceptionLoss, PerceptionRequest, PolicyBatch, RolloutBatch
+from mars.perception.focus import answer_correct, causal_rows
+from mars.perception.methods import focus_rewards, signal_views, source_dependency, token_weights
+from mars.training.interface import (Engine, FocusRequest, PerceptionLoss, PerceptionRequest, PolicyBatch,
+                                     RolloutBatch)
 from mars.training.requests import build_requests
 from mars.training.scoring import finite_rewards
 from mars.training.settings import StepSettings
@@ -129,8 +132,10 @@ def outcome_rewards(rewards: np.ndarray, mask: torch.Tensor) -> torch.Tensor:
     return token_rewards * (mask.sum(dim=-1, keepdim=True) > 0)
 
 
-def compute_advantages(responses: RolloutBatch, anchors: RolloutBatch, mask: torch.Tensor, settings: StepSettings):
+def compute_advantages(responses: RolloutBatch, anchors: RolloutBatch, mask: torch.Tensor, settings: StepSettings,
+                       rewards: np.ndarray | None = None):
     """Step 5: the registered estimator, called by us so that MARS gets its anchors (verl's call would not).
+    ``rewards``: the responses' rewards when a method reshaped them (faithful_mr1), else their own.
 
     ``mars`` is in verl's registry once verl is imported: MARS is a ``verl.plugins`` entry point (and ``import mars``
     registers it when verl came first)."""
@@ -142,7 +147,7 @@ def compute_advantages(responses: RolloutBatch, anchors: RolloutBatch, mask: tor
         raise ValueError(f"algorithm.adv_estimator={settings.estimator.name}: {exc} (the mars estimator is "
                          "registered by MARS's verl plugin: is mars-rl installed, `pip install -e .`?)") from exc
     kwargs: dict[str, Any] = dict(
-        token_level_rewards=outcome_rewards(responses.rewards, mask),
+        token_level_rewards=outcome_rewards(responses.rewards if rewards is None else rewards, mask),
         response_mask=mask,
         index=responses.group_ids.astype(object),
         config=settings.algorithm,
@@ -180,7 +185,12 @@ def train_step(
             with timer.phase("ref"):
                 ref_log_probs = engine.compute_log_probs(responses, "ref")
         with timer.phase("adv"):
-            advantages = compute_advantages(responses, anchors, mask, settings)
+            rewards = responses.rewards
+            if perception.active:  # faithful_mr1's bonus for correct answers that look where it matters
+                rewards, focus_metrics = focus_rewards(perception, rewards, responses.reward_extras,
+                                                       responses.group_ids, signals)
+                metrics.update(focus_metrics)
+            advantages = compute_advantages(responses, anchors, mask, settings, rewards)
             if perception.active:
                 weights, perception_metrics = token_weights(perception, signals, mask, responses.group_ids,
                                                             old_log_probs)
@@ -211,11 +221,17 @@ def all_sources(rows: RolloutBatch) -> list[str]:
 
 
 def perception_request(rows: RolloutBatch, step: int, settings: StepSettings) -> PerceptionRequest:
-    """What the configured perception method needs from the old-log-prob pass of ``rows``."""
+    """What the configured perception method needs from the old-log-prob pass of ``rows``. faithful_mr1: the
+    focus attention of every row, the causal map of each group's first answer-correct row."""
     perception = settings.perception
+    focus = None
+    if perception.name == "faithful_mr1":
+        asked = causal_rows(rows.group_ids, answer_correct(rows.rewards, rows.reward_extras))
+        focus = FocusRequest(perception.focus_token, perception.focus_layer, perception.cells, tuple(asked),
+                             perception.attention)
     return PerceptionRequest(
         views=tuple(signal_views(perception, all_sources(rows))), similarity=perception.name == "vgpo",
-        roles=perception.name == "srpo", seed=perception.seed, step=step,
+        roles=perception.name == "srpo", seed=perception.seed, step=step, focus=focus,
     )
 
 

@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 
 from mars.hf.decoding import Decoder, eos_token_ids, vision_token_ids
+from mars.hf.focus import answer_token_masks, causal_maps, focus_job, with_focus_defaults
 from mars.hf.device import autocast_for, resolve_device, set_cpu_threads
 from mars.hf.log_probs import response_log_probs
 from mars.hf.lora import wrap_lora
@@ -175,18 +176,26 @@ class LocalEngine:
         similarity); each altered view costs one no-gradient forward."""
         width = self.response_mask(rows).shape[1]
         size = self.cfg.actor_rollout_ref.rollout.get("log_prob_micro_batch_size_per_gpu", None) or len(rows)
+        prompts, responses = rows.payload.prompts, rows.payload.responses
+        focus = focus_job(self.tokenizer, request.focus)
         self.model.eval()
         try:
             signals = perception_signals(
-                self.model, rows.payload.prompts, rows.payload.responses, rows.row_sources(),
-                [str(g) for g in rows.group_ids], width, size, self.device, self.pad_id, self.temperature,
-                self._autocast, request.views, request.similarity, self.geometry, request.seed, request.step,
+                self.model, prompts, responses, rows.row_sources(), [str(g) for g in rows.group_ids], width, size,
+                self.device, self.pad_id, self.temperature, self._autocast, request.views, request.similarity,
+                self.geometry, request.seed, request.step, focus=focus,
             )
+            if focus:
+                asked = list(request.focus.causal_rows)
+                signals["focus/causal"] = causal_maps(
+                    self.model, [prompts[i] for i in asked], [responses[i] for i in asked],
+                    answer_token_masks([responses[i] for i in asked], self.tokenizer, width), focus.cells,
+                    self.geometry, self.device, self.pad_id, self.temperature, self._autocast)
         finally:
             self.model.train()
         if request.roles:
-            signals["roles"] = response_roles(rows.payload.responses, self.tokenizer, width)
-        return signals.pop("log_probs"), signals
+            signals["roles"] = response_roles(responses, self.tokenizer, width)
+        return signals.pop("log_probs"), with_focus_defaults(signals, request, len(rows))
 
     def _perception_loss(self, papo: PerceptionLoss, rows: RolloutBatch, masked: list[PromptInputs], idx, width,
                          log_prob, entropy, mask, mode, info):

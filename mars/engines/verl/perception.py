@@ -9,7 +9,8 @@ data-parallel rank runs the same code as the local engine on the FSDP module, on
 forward more than on the local engine, where the similarity comes from the old-log-prob pass itself.
 
 PAPO's loss term runs inside verl's actor update: ``set_papo_loss`` installs it (``mars.engines.verl.papo``).
-Faithful-MR1's focus measurement at validation: ``compute_focus_metrics`` (``mars.hf.focus``).
+Faithful-MR1's focus measurement at validation: ``compute_focus_metrics``; its reinforcing stage's focus attention
+comes with the perception pass, its causal maps from ``compute_causal_maps`` (``mars.hf.focus``).
 
 The driver turns the rows' ``DataProto`` back into per-row prompt inputs (prompt ids without padding, the
 processor's pixel values from ``multi_modal_inputs``), the form the local engine keeps.
@@ -66,12 +67,16 @@ def rope_positions(model: torch.nn.Module, ids: torch.Tensor, prompt: PromptInpu
     return torch.cat([torch.arange(ids.shape[1]).unsqueeze(0), vision[:, 0].cpu()])
 
 
+ROW_KEYS = ("prompts", "responses", "sources", "group_ids", "position_ids", "answer_masks")
+
+
 def split_job(job: dict[str, Any], ranks: int) -> tuple[list[dict[str, Any]], int]:
-    """One job per rank, of equal row counts (the last rows repeated to fill), and the number of real rows."""
+    """One job per rank, of equal row counts (the last rows repeated to fill), and the number of real rows. The
+    job's per-row lists are its ``ROW_KEYS``."""
     n = len(job["prompts"])
     per_rank = -(-n // ranks)
     order = [min(k, n - 1) for k in range(per_rank * ranks)]
-    row_keys = ("prompts", "responses", "sources", "group_ids", "position_ids")
+    row_keys = [key for key in ROW_KEYS if key in job]
     jobs = []
     for r in range(ranks):
         part = order[r * per_rank:(r + 1) * per_rank]
@@ -85,8 +90,29 @@ def run_job(module: torch.nn.Module, job: dict[str, Any], autocast) -> dict[str,
     return perception_signals(
         module, job["prompts"], job["responses"], job["sources"], job["group_ids"], job["width"], job["micro_batch"],
         device, job["pad_id"], job["temperature"], autocast, job["views"], job["similarity"], job["geometry"],
-        job["seed"], job["step"], job["position_ids"],
+        job["seed"], job["step"], job["position_ids"], focus=job.get("focus"),
     )
+
+
+def run_causal_job(module: torch.nn.Module, job: dict[str, Any], autocast) -> dict[str, torch.Tensor]:
+    """``mars.hf.focus.causal_maps`` on one rank's rows: ``focus/causal``."""
+    from mars.hf.focus import causal_maps
+
+    device = next(module.parameters()).device
+    masks = torch.stack(job["answer_masks"]) if job["answer_masks"] else torch.zeros(0, job["width"], dtype=torch.bool)
+    return {"focus/causal": causal_maps(module, job["prompts"], job["responses"], masks, job["cells"],
+                                        job["geometry"], device, job["pad_id"], job["temperature"], autocast,
+                                        position_ids=job["position_ids"])}
+
+
+def run_focus_job(module: torch.nn.Module, job: dict[str, Any]) -> dict[str, float]:
+    """``mars.hf.focus.measure_focus`` on the module, the focus token after each prompt at verl's positions."""
+    from mars.hf.focus import measure_focus
+
+    focus = torch.tensor([job["focus_id"]])
+    positions = [rope_positions(module, torch.cat([p.input_ids[0], focus]), p) for p in job["prompts"]]
+    return measure_focus(module, job["prompts"], job["masks"], job["focus_id"], job["layer"],
+                         next(module.parameters()).device, job["pad_id"], nullcontext, position_ids=positions)
 
 
 class MarsActorRolloutRefWorker(ActorRolloutRefWorker):
@@ -95,28 +121,30 @@ class MarsActorRolloutRefWorker(ActorRolloutRefWorker):
     @register(dispatch_mode=Dispatch.DP_COMPUTE)
     def compute_perception_signals(self, job: dict[str, Any]) -> dict[str, torch.Tensor]:
         engine = self.actor.engine
-        dtype = getattr(engine, "_autocast_dtype", None)
-
-        def autocast():
-            device = next(engine.module.parameters()).device
-            return torch.autocast(device.type, dtype=dtype) if dtype is not None and device.type == "cuda" else nullcontext()
-
         with engine.eval_mode():
-            return run_job(engine.module, job, autocast)
+            return run_job(engine.module, job, self._perception_autocast)
+
+    @register(dispatch_mode=Dispatch.DP_COMPUTE)
+    def compute_causal_maps(self, job: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Faithful-MR1's causal maps of this rank's rows (``mars.hf.focus.causal_maps``)."""
+        engine = self.actor.engine
+        with engine.eval_mode():
+            return run_causal_job(engine.module, job, self._perception_autocast)
+
+    def _perception_autocast(self):
+        """The FSDP engine's autocast on a GPU (its mixed-precision dtype), none on a CPU."""
+        engine = self.actor.engine
+        dtype = getattr(engine, "_autocast_dtype", None)
+        device = next(engine.module.parameters()).device
+        return torch.autocast(device.type, dtype=dtype) if dtype is not None and device.type == "cuda" else nullcontext()
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def compute_focus_metrics(self, job: dict[str, Any]) -> dict[str, float]:
         """Faithful-MR1's ``focus_in_box`` on the FSDP module (``mars.hf.focus.measure_focus``); every rank runs the
         same prompts (FSDP gathers parameters collectively) and returns the same numbers."""
-        from mars.hf.focus import measure_focus
-
         engine = self.actor.engine
-        module = engine.module
-        focus = torch.tensor([job["focus_id"]])
-        positions = [rope_positions(module, torch.cat([p.input_ids[0], focus]), p) for p in job["prompts"]]
         with engine.eval_mode():
-            return measure_focus(module, job["prompts"], job["masks"], job["focus_id"], job["layer"],
-                                 next(module.parameters()).device, job["pad_id"], nullcontext, position_ids=positions)
+            return run_focus_job(engine.module, job)
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def set_papo_loss(self, setup: PapoSetup) -> None:
@@ -130,5 +158,5 @@ def gather_results(results: list[dict[str, torch.Tensor]], n: int) -> dict[str, 
     return {key: torch.cat([r[key] for r in results])[:n] for key in results[0]}
 
 
-__all__ = ["MarsActorRolloutRefWorker", "gather_results", "rope_positions", "rows_as_prompt_inputs", "run_job",
-           "split_job"]
+__all__ = ["MarsActorRolloutRefWorker", "gather_results", "rope_positions", "rows_as_prompt_inputs", "run_causal_job",
+           "run_focus_job", "run_job", "split_job"]

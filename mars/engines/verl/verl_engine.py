@@ -223,32 +223,45 @@ class VerlEngine:
     def compute_log_probs_with_signals(self, rows: RolloutBatch, request: PerceptionRequest):
         """verl's old log-probs, then the perception pass on the actor workers (``mars.engines.verl.perception``)."""
         from mars.engines.verl.perception import gather_results, rows_as_prompt_inputs, split_job
+        from mars.hf.focus import answer_token_masks, focus_job, with_focus_defaults
         from mars.hf.perception import image_geometry, response_roles
 
         log_probs = self.compute_log_probs(rows, "actor")
         data = rows.payload.data
         prompts, responses, positions = rows_as_prompt_inputs(data, int(self.trainer.processor.image_token_id))
-        roles = {}
+        width = int(data.batch["response_mask"].shape[1])
+        extra = {}
         if request.roles:
-            roles["roles"] = response_roles(responses, self.trainer.tokenizer, int(data.batch["response_mask"].shape[1]))
-        if not request.views and not request.similarity:
-            return log_probs, roles
+            extra["roles"] = response_roles(responses, self.trainer.tokenizer, width)
+        focus = focus_job(self.trainer.tokenizer, request.focus)
+        if not request.views and not request.similarity and not focus:
+            return log_probs, with_focus_defaults(extra, request, len(rows))
         if self._geometry is None:
             self._geometry = image_geometry(self.trainer.processor.image_processor)
         rollout = self.config.actor_rollout_ref.rollout
+        common = {"width": width, "pad_id": int(self.trainer.tokenizer.pad_token_id or 0),
+                  "temperature": float(rollout.temperature) or 1.0, "geometry": self._geometry}
         job = {
-            "prompts": prompts, "responses": responses, "sources": rows.row_sources(),
-            "group_ids": [str(g) for g in rows.group_ids], "width": int(data.batch["response_mask"].shape[1]),
+            **common, "prompts": prompts, "responses": responses, "sources": rows.row_sources(),
+            "group_ids": [str(g) for g in rows.group_ids],
             "micro_batch": int(rollout.get("log_prob_micro_batch_size_per_gpu", 0) or 0),
-            "pad_id": int(self.trainer.tokenizer.pad_token_id or 0), "temperature": float(rollout.temperature) or 1.0,
-            "views": tuple(request.views), "similarity": request.similarity, "geometry": self._geometry,
-            "seed": request.seed, "step": request.step, "position_ids": positions,
+            "views": tuple(request.views), "similarity": request.similarity, "seed": request.seed,
+            "step": request.step, "position_ids": positions, "focus": focus,
         }
-        jobs, n = split_job(job, int(self.trainer.actor_rollout_wg.world_size))
+        ranks = int(self.trainer.actor_rollout_wg.world_size)
+        jobs, n = split_job(job, ranks)
         self._sleep_rollout()
         signals = gather_results(self.trainer.actor_rollout_wg.compute_perception_signals(jobs), n)
         signals.pop("log_probs", None)
-        return log_probs, {**signals, **roles}
+        asked = list(request.focus.causal_rows) if focus else []
+        if asked:  # Faithful-MR1's causal maps: the asked rows, shared equally between the ranks
+            causal = {**common, "cells": focus.cells, "prompts": [prompts[i] for i in asked],
+                      "responses": [responses[i] for i in asked], "position_ids": [positions[i] for i in asked],
+                      "answer_masks": list(answer_token_masks([responses[i] for i in asked], self.trainer.tokenizer,
+                                                              width))}
+            jobs, n = split_job(causal, ranks)
+            signals.update(gather_results(self.trainer.actor_rollout_wg.compute_causal_maps(jobs), n))
+        return log_probs, with_focus_defaults({**signals, **extra}, request, len(rows))
 
     def focus_metrics(self, samples, token: str, layer: int) -> dict[str, float]:
         """Faithful-MR1's ``perception/focus_in_box`` and its uniform share on ``samples`` (those with regions, up
