@@ -126,3 +126,18 @@ def test_faithful_rewards_add_a_bounded_bonus_to_correct_answers_only():
         maps = {"g": torch.from_numpy(rng.normal(0, 1e6, size=9))}
         out, _ = faithful_rewards(rewards, correct, ["g"] * 4, attention, maps, weight=0.5)
         assert (out >= rewards).all() and (out <= rewards + 0.5).all()
+
+
+def test_the_closing_line_says_where_the_focus_token_looked_and_what_the_bonus_did():
+    from mars.training.summary import focus_line
+
+    history = [{"step": 0, "perception/focus_in_box": 0.7, "perception/focus_in_box_uniform": 0.29},
+               {"step": 1, "perception/faithful/bonus": 0.2, "perception/faithful/bonus_spread": 0.0},
+               {"step": 2, "perception/faithful/bonus": 0.4, "perception/faithful/bonus_spread": 0.0,
+                "perception/focus_in_box": 0.75, "perception/focus_in_box_uniform": 0.29}]
+    line = focus_line(history)
+    assert line.startswith("focus token: attention inside the boxes 0.70 -> 0.75 (uniform 0.29)")
+    assert "bonus of correct answers 0.300" in line and "cannot tell a group's correct answers apart" in line
+    history[1]["perception/faithful/bonus_spread"] = 0.05
+    assert "cannot tell" not in focus_line(history)
+    assert focus_line([{"step": 1, "critic/score/mean": 1.0}]) is None  # no Faithful-MR1: no line

@@ -249,6 +249,7 @@ def test_source_dependency_averages_over_the_rows_showing_the_source():
     (dict(token_share=0.0), "perception.token_share"), (dict(scale_min=1.2), "scale_min"),
     (dict(gamma=1.5), "perception.gamma"), (dict(patch_size=-14), "perception.patch_size"),
     (dict(cells=0), "perception.cells=0"), (dict(cells=5), "perception.cells=5"), (dict(cells=2.5), "perception.cells"),
+    (dict(cells=True), "perception.cells=True"),
     (dict(focus_reward=-0.1), "perception.focus_reward"), (dict(attention="answer"), "perception.attention=answer"),
 ])
 def test_bad_settings_name_the_key(values, key):

@@ -122,7 +122,7 @@ def perception_problems(settings: PerceptionSettings) -> list[str]:
         problems.append(f"perception.attention={settings.attention}: valid: {', '.join(FOCUS_ATTENTION)}")
     if not float(settings.focus_reward) >= 0.0:
         problems.append(f"perception.focus_reward={settings.focus_reward}: valid: a number >= 0")
-    if not (isinstance(settings.cells, int) and 1 <= settings.cells <= MAX_CELLS):
+    if isinstance(settings.cells, bool) or not (isinstance(settings.cells, int) and 1 <= settings.cells <= MAX_CELLS):
         problems.append(f"perception.cells={settings.cells}: valid: an integer in [1, {MAX_CELLS}]")
     if not 0.0 <= float(settings.scale_min) <= float(settings.scale_max):
         problems.append(f"perception.scale_min={settings.scale_min}, scale_max={settings.scale_max}: "

@@ -3,6 +3,7 @@
     validation reward: 1.202 before training -> 1.486 after 10 steps
     validation accuracy per view (step 0 -> step 10): fused 0.70 -> 0.99, visible 0.43 -> 0.51, infrared 0.99 -> 0.99; ...
     anchors: MARS-only signal on 10 of 10 steps (...)
+    focus token: attention inside the boxes 0.71 -> 0.72 (uniform 0.29); causal-map bonus ...   (Faithful-MR1)
     policy saved to RUN/huggingface; plots in RUN/training.png
 
 ``result.json`` is written last: a folder with it holds a complete run (``mars.training.run_dir``).
@@ -54,6 +55,27 @@ def view_line(history: list[dict[str, float]]) -> str | None:
             f"{change('val/interference_rate')} of the prompts")
 
 
+def focus_line(history: list[dict[str, float]]) -> str | None:
+    """Faithful-MR1 in one line: where the focus token looked (first -> last validation) and, under
+    ``perception=faithful_mr1``, the bonus correct answers earned and whether it told a group's answers apart."""
+    val = [h for h in history if "perception/focus_in_box" in h]
+    bonus = [h for h in history if "perception/faithful/bonus" in h]
+    if not val and not bonus:
+        return None
+    parts = []
+    if val:
+        first, last = val[0]["perception/focus_in_box"], val[-1]["perception/focus_in_box"]
+        looked = f"{first:.2f} -> {last:.2f}" if len(val) > 1 else f"{last:.2f}"
+        parts.append(f"attention inside the boxes {looked} (uniform {val[-1]['perception/focus_in_box_uniform']:.2f})")
+    if bonus:
+        mean = sum(h["perception/faithful/bonus"] for h in bonus) / len(bonus)
+        spread = sum(h.get("perception/faithful/bonus_spread", 0.0) for h in bonus) / len(bonus)
+        parts.append(f"causal-map bonus of correct answers {mean:.3f} of perception.focus_reward on average, spread "
+                     f"within a group {spread:.3f}" + (" (it cannot tell a group's correct answers apart)"
+                                                       if spread < 1e-3 else ""))
+    return "focus token: " + "; ".join(parts)
+
+
 def summarize_run(cfg: Any, run_dir: str | Path, steps: int | None = None, write=print, engine: str = "local",
                   model_dir: str | Path | None = None) -> RunResult:
     """Plots, the closing lines and ``result.json`` of a finished run, from its ``metrics.jsonl``. ``steps``: the last
@@ -70,9 +92,9 @@ def summarize_run(cfg: Any, run_dir: str | Path, steps: int | None = None, write
     views = view_line(history)
     if views:
         write(views)
-    signal = anchor_signal_line(history)
-    if signal:
-        write(signal)
+    for line in (anchor_signal_line(history), focus_line(history)):
+        if line:
+            write(line)
     where = (f"policy saved to {model_dir}" if model_dir is not None
              else f"run folder {run_dir}: metrics.jsonl, checkpoints global_step_N/")
     write(where + (f"; plots in {plot}" if plot else ""))
