@@ -21,15 +21,15 @@ both engines calling the same functions:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
 
-from dataclasses import replace
-
 from mars.hf.attention import attention_rows, layer_input
 from mars.hf.log_probs import teacher_forced
+from mars.hf.pieces import label_tokens
 from mars.perception.focus import (anchoring_loss, answer_tokens, box_token_mask, causal_map, focus_in_box,
                                    focus_token_id, grid_regions, region_attention)
 from mars.perception.views import mask_tokens
@@ -171,12 +171,7 @@ def focus_positions(responses: Sequence[torch.Tensor], focus_id: int) -> list[in
 def answer_token_masks(responses: Sequence[torch.Tensor], tokenizer, width: int) -> torch.Tensor:
     """(B, width) bool: the tokens of each response's answer (``mars.perception.focus.answer_tokens``), from each
     token's own text."""
-    out = torch.zeros(len(responses), width, dtype=torch.bool)
-    for i, ids in enumerate(responses):
-        ids = [int(t) for t in ids.tolist()][:width]
-        if ids:
-            out[i, : len(ids)] = torch.tensor(answer_tokens(tokenizer.batch_decode([[t] for t in ids])))
-    return out
+    return label_tokens(responses, tokenizer, width, answer_tokens, torch.bool)
 
 
 def mean_attention(kept: dict[str, Any], key_mask: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
@@ -285,5 +280,5 @@ class Anchoring:
 
 
 __all__ = ["Anchoring", "add_focus_token", "answer_token_masks", "as_metrics", "causal_maps", "focus_positions",
-           "focus_probe", "focus_region_attention", "focus_rows", "focus_token_id", "image_token_mask",
+           "focus_probe", "focus_region_attention", "focus_rows", "image_token_mask",
            "measure_focus", "sample_regions"]

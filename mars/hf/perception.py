@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from mars.hf.attention import layer_input
 from mars.hf.focus import FocusJob, focus_region_attention
 from mars.hf.log_probs import teacher_forced
+from mars.hf.pieces import label_tokens
 from mars.perception.views import AlteredView, alter_pixel_values, view_seed
 from mars.processing import PromptInputs
 
@@ -66,12 +67,7 @@ def response_roles(responses: Sequence[torch.Tensor], tokenizer, width: int) -> 
     from each token's own text (one decode per token, so a token's span is exact whatever the tokenizer merges)."""
     from mars.perception.srpo import roles_of_pieces
 
-    out = torch.zeros(len(responses), width, dtype=torch.long)
-    for i, ids in enumerate(responses):
-        ids = [int(t) for t in ids.tolist()][:width]
-        roles = roles_of_pieces(tokenizer.batch_decode([[t] for t in ids])) if ids else []
-        out[i, : len(roles)] = torch.tensor(roles, dtype=torch.long)
-    return out
+    return label_tokens(responses, tokenizer, width, roles_of_pieces, torch.long)
 
 
 def response_similarity(hidden: torch.Tensor, batch: dict, prompt_lens: torch.Tensor, width: int) -> torch.Tensor:

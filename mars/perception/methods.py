@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from mars.data.samples import run_seed
-from mars.perception.focus import answer_correct, causal_rows, faithful_rewards
+from mars.perception.focus import answer_correct, faithful_rewards
 from mars.perception.srpo import PERCEPTION, REASONING, srpo_weights
 from mars.perception.views import AlteredView
 from mars.perception.vgpo import ALPHA_CLAMP, PSI_CLAMP, vgpo_terms
@@ -196,16 +196,16 @@ def token_weights(settings: PerceptionSettings, signals: dict[str, torch.Tensor]
 
 
 def focus_rewards(settings: PerceptionSettings, rewards: np.ndarray, extras: dict[str, np.ndarray],
-                  group_ids: Sequence, signals: dict[str, torch.Tensor]) -> tuple[np.ndarray, dict[str, float]]:
-    """faithful_mr1's rewards (``focus.faithful_rewards``): each group's causal map is ``focus/causal``'s row for the
-    group's first correct row (``focus.causal_rows``, the rows the step asked maps of); the rewards unchanged for
-    any other method."""
+                  group_ids: Sequence, signals: dict[str, torch.Tensor], asked: Sequence[int] = ()
+                  ) -> tuple[np.ndarray, dict[str, float]]:
+    """faithful_mr1's rewards (``focus.faithful_rewards``): ``focus/causal``'s k-th map is the map of the group of
+    row ``asked[k]`` (the rows the step asked maps of: ``focus.causal_rows``); the rewards unchanged for any other
+    method."""
     if settings.name != "faithful_mr1":
         return rewards, {}
-    correct = answer_correct(rewards, extras)
-    rows = causal_rows(group_ids, correct)
-    maps = {str(group_ids[row]): signals["focus/causal"][k] for k, row in enumerate(rows)}
-    return faithful_rewards(rewards, correct, group_ids, signals["focus/attention"], maps, settings.focus_reward)
+    maps = {str(group_ids[row]): signals["focus/causal"][k] for k, row in enumerate(asked)}
+    return faithful_rewards(rewards, answer_correct(rewards, extras), group_ids, signals["focus/attention"], maps,
+                            settings.focus_reward)
 
 
 def source_dependency(signals: dict[str, torch.Tensor], mask: torch.Tensor, row_sources: Sequence[Sequence[str]],

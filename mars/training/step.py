@@ -187,8 +187,9 @@ def train_step(
         with timer.phase("adv"):
             rewards = responses.rewards
             if perception.active:  # faithful_mr1's bonus for correct answers that look where it matters
+                asked = request.focus.causal_rows if request.focus is not None else ()
                 rewards, focus_metrics = focus_rewards(perception, rewards, responses.reward_extras,
-                                                       responses.group_ids, signals)
+                                                       responses.group_ids, signals, asked)
                 metrics.update(focus_metrics)
             advantages = compute_advantages(responses, anchors, mask, settings, rewards)
             if perception.active:

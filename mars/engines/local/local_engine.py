@@ -212,7 +212,8 @@ class LocalEngine:
     def focus_metrics(self, samples, token: str, layer: int) -> dict[str, float]:
         """Faithful-MR1's ``perception/focus_in_box`` and ``perception/focus_in_box_uniform`` on ``samples`` (those
         with regions, up to 64; ``mars.hf.focus``); empty when the model has no focus token."""
-        from mars.hf.focus import as_metrics, focus_probe, focus_token_id, measure_focus
+        from mars.hf.focus import as_metrics, focus_probe, measure_focus
+        from mars.perception.focus import focus_token_id
 
         focus_id = focus_token_id(self.tokenizer, token)
         if focus_id is None:

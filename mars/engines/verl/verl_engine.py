@@ -266,7 +266,8 @@ class VerlEngine:
     def focus_metrics(self, samples, token: str, layer: int) -> dict[str, float]:
         """Faithful-MR1's ``perception/focus_in_box`` and its uniform share on ``samples`` (those with regions, up
         to 64), on the actor workers (``compute_focus_metrics``); empty when the model has no focus token."""
-        from mars.hf.focus import as_metrics, focus_probe, focus_token_id
+        from mars.hf.focus import as_metrics, focus_probe
+        from mars.perception.focus import focus_token_id
         from mars.processing import ImageCache, MultimodalEncoder
 
         tokenizer, processor = self.trainer.tokenizer, self.trainer.processor
